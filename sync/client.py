@@ -1,0 +1,314 @@
+"""The only code that speaks HTTP to Oppen.
+
+One `OppenClient` per thread (a `requests.Session` is not documented as thread-safe);
+clients made with `clone()` share one `TokenCache`, so a token is fetched once and
+refreshed once when it expires, not once per worker. Each call is a single exchange:
+the caller decides about retries, using `is_retryable` and `backoff_delay`.
+
+No `requests` exception leaves this module: `_translate` turns them into the
+`OppenError` family, and `error_for_response` is the one place that maps an HTTP
+answer to an error class. Messages are built from status codes and bodies only, so a
+password or token can never end up in them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
+                     OppenTransportError)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+# Refresh a token this long before Oppen says it expires, so a request never
+# leaves with a token that dies on the way.
+TOKEN_MARGIN = 30.0
+PAGE_SIZE = 100
+MAX_BODY = 2000
+
+
+class TokenCache:
+    """A bearer token shared by the clients of one run (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def get(self) -> str | None:
+        with self._lock:
+            if self._token and time.monotonic() < self._expires_at:
+                return self._token
+            return None
+
+    def put(self, token: str, expires_in: float) -> None:
+        with self._lock:
+            self._token = token
+            self._expires_at = time.monotonic() + max(expires_in - TOKEN_MARGIN, expires_in / 2)
+
+    def drop(self, token: str) -> None:
+        """Forget `token` if it is still the current one (another thread may have renewed it)."""
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def answer_text(resp: requests.Response) -> str:
+    """What Oppen said, in its own words: the error field of a JSON body, or the text."""
+    content_type = resp.headers.get("Content-Type", "")
+    if "html" in content_type or resp.text.lstrip().lower().startswith(("<!doctype", "<html")):
+        return "Oppen respondió una página HTML (servicio detenido o no disponible)"
+    try:
+        body = resp.json()
+    except ValueError:
+        return _short(resp.text) or (resp.reason or "sin detalle")
+    if isinstance(body, Mapping):
+        for key in ("error", "message", "msg", "detail"):
+            if body.get(key):
+                return _short(str(body[key]))
+    return _short(json.dumps(body, ensure_ascii=False))
+
+
+def error_for_response(resp: requests.Response) -> OppenError:
+    """The one place where an HTTP answer becomes an error class."""
+    status = resp.status_code
+    text = answer_text(resp)
+    body = resp.text[:MAX_BODY]
+    message = f"Error HTTP {status}: {text}"
+    retry_after = None
+    if "Retry-After" in resp.headers:
+        try:
+            retry_after = max(0.0, float(resp.headers["Retry-After"]))
+        except ValueError:
+            retry_after = None
+    if status == 401:
+        return OppenAuthError(f"Error de autenticación: HTTP 401 - {text}", status=status, body=body)
+    if status == 409 or "duplicate" in text.lower():
+        return OppenDuplicate(message, status=status, body=body)
+    if status == 429:
+        # Oppen said "not now": the request was not applied.
+        return OppenTransportError(message, status=status, body=body, retry_after=retry_after,
+                                   maybe_applied=False)
+    if status >= 500 or status == 408:
+        return OppenTransportError(message, status=status, body=body, retry_after=retry_after)
+    return OppenRejected(message, status=status, body=body)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another try in the same run: no answer, 408/429, 5xx. Never a rejection."""
+    return isinstance(exc, OppenTransportError)
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with full jitter; Oppen's Retry-After is a floor."""
+    rng = rng or random
+    delay = rng.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, 60.0))
+    return delay
+
+
+def _translate(exc: requests.RequestException) -> OppenTransportError:
+    """A requests exception as the seed words it ("Error de conexión: Connection timeout")."""
+    # A refused or timed-out *connect* never reached Oppen; anything after that may have.
+    if isinstance(exc, requests.ConnectTimeout):
+        return OppenTransportError("Error de conexión: Connection timeout", maybe_applied=False)
+    if isinstance(exc, requests.Timeout):
+        return OppenTransportError("Error de conexión: Connection timeout")
+    if isinstance(exc, requests.ConnectionError):
+        detail = str(exc)
+        if any(s in detail for s in ("Connection refused", "Name or service not known",
+                                     "nodename nor servname", "Failed to resolve")):
+            return OppenTransportError("Error de conexión: Connection refused",
+                                       maybe_applied=False)
+        return OppenTransportError("Error de conexión: Connection dropped")
+    return OppenTransportError(f"Error de conexión: {type(exc).__name__}")
+
+
+class OppenClient:
+    """A client for one Oppen API project (`/genericapi/<api>/`)."""
+
+    def __init__(self, *, base_url: str, api: str, username: str, password: str,
+                 timeout: float = DEFAULT_TIMEOUT, tokens: TokenCache | None = None,
+                 pool_size: int = 4) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api = api
+        self._username = username
+        self._password = password
+        self.timeout = timeout
+        self.tokens = tokens or TokenCache()
+        self._pool_size = pool_size
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # TLS certificates are always verified; plain http is refused by the
+        # configuration for anything but loopback.
+        self.session.verify = True
+        self.session.headers.update({"Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"OppenClient({self.base_url!r}, api={self.api!r})"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/genericapi/{self.api}/{path}"
+
+    def clone(self) -> "OppenClient":
+        """A client for another thread: own Session, shared token."""
+        return OppenClient(base_url=self.base_url, api=self.api, username=self._username,
+                           password=self._password, timeout=self.timeout, tokens=self.tokens,
+                           pool_size=self._pool_size)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "OppenClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- authentication -----------------------------------------------------------
+
+    def authenticate(self) -> str:
+        """Log in and cache the token. Raises OppenAuthError or OppenTransportError."""
+        try:
+            resp = self.session.post(self.url("authenticate"), timeout=self.timeout,
+                                     json={"username": self._username, "password": self._password})
+        except requests.RequestException as exc:
+            err = _translate(exc)
+            logger.error("❌ %s", err.message)
+            raise err from None
+        if resp.status_code != 200:
+            err = error_for_response(resp)
+            if not isinstance(err, OppenTransportError):
+                err = OppenAuthError(f"Error de autenticación: HTTP {resp.status_code} - "
+                                     f"{answer_text(resp)}", status=resp.status_code)
+            logger.error("❌ %s", err.message)
+            raise err
+        try:
+            body = resp.json()
+            token = body["token"]
+            expires = float(body.get("expires") or 3600)
+            if not isinstance(token, str) or not token:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            err = OppenAuthError("Error de autenticación: Oppen no devolvió un token válido",
+                                 status=resp.status_code)
+            logger.error("❌ %s", err.message)
+            raise err from None
+        self.tokens.put(token, expires)
+        logger.info("✅ Autenticación exitosa en Oppen")
+        return token
+
+    def _token(self) -> str:
+        return self.tokens.get() or self.authenticate()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One authenticated exchange; on 401 log in again once and repeat it once."""
+        for attempt in (1, 2):
+            token = self._token()
+            try:
+                resp = self.session.request(method, self.url(path), timeout=self.timeout,
+                                            headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            except requests.RequestException as exc:
+                raise _translate(exc) from None
+            if resp.status_code == 401 and attempt == 1:
+                self.tokens.drop(token)
+                continue
+            return resp
+        return resp
+
+    # -- invoices -----------------------------------------------------------------
+
+    def create_invoice(self, payload: Mapping) -> dict:
+        """POST one invoice; returns the record Oppen stored (with its SerNr)."""
+        resp = self._call("POST", "Invoice", json=payload)
+        if resp.status_code not in (200, 201):
+            raise error_for_response(resp)
+        record = self._record(resp)
+        if record is None:
+            # A 2xx we cannot read: the invoice is probably stored, but we cannot prove
+            # it, so it is treated as an ambiguous outcome and looked up later.
+            raise OppenTransportError(f"Error HTTP {resp.status_code}: respuesta ilegible de Oppen",
+                                      status=resp.status_code, body=resp.text[:MAX_BODY])
+        return record
+
+    @staticmethod
+    def _record(resp: requests.Response) -> dict | None:
+        try:
+            body = resp.json()
+        except ValueError:
+            return None
+        if isinstance(body, Mapping) and isinstance(body.get("data"), Mapping):
+            return dict(body["data"])
+        if isinstance(body, Mapping) and body.get("OfficialSerNr") is not None:
+            return dict(body)
+        return None
+
+    def list_invoices(self, filters: Mapping[str, Any], *, page_size: int = PAGE_SIZE
+                      ) -> Iterator[dict]:
+        """Every invoice matching `filters`, following `has_more` page by page."""
+        offset = 0
+        while True:
+            params = dict(filters, __limit__=page_size, __offset__=offset)
+            resp = self._call("GET", "Invoice", params=params)
+            if resp.status_code != 200:
+                raise error_for_response(resp)
+            try:
+                body = resp.json()
+                records = body["data"]
+                if not isinstance(records, list):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise OppenTransportError("Error HTTP 200: respuesta ilegible de Oppen "
+                                          "al consultar facturas", status=200) from None
+            yield from (r for r in records if isinstance(r, Mapping))
+            if not body.get("has_more") or not records:
+                return
+            offset += len(records)
+
+    def find_invoices(self, official_sernr: str) -> list[dict]:
+        """The invoices Oppen holds under this OfficialSerNr.
+
+        The filter is checked on every record that comes back: were Oppen to ignore
+        it, every invoice would be listed, and trusting that would be a disaster.
+        """
+        found = []
+        for record in self.list_invoices({"OfficialSerNr": official_sernr}):
+            if str(record.get("OfficialSerNr")) == official_sernr:
+                found.append(record)
+                # One match is enough when the filter works; stop paging through the
+                # whole ledger if the filter turns out to be ignored.
+                break
+        return found
+
+    def ping(self) -> dict:
+        """Authenticate and read one invoice: what the console's connectivity check shows."""
+        started = time.monotonic()
+        self.authenticate()
+        auth_ms = (time.monotonic() - started) * 1000
+        started = time.monotonic()
+        next(self.list_invoices({}, page_size=1), None)
+        return {"auth_ms": round(auth_ms, 1), "query_ms": round((time.monotonic() - started) * 1000, 1)}

@@ -1,0 +1,250 @@
+"""The database: the host application's tables (read, never altered) and our own state.
+
+Our state answers "which invoice is which Oppen SerNr, and in what state", per Oppen
+target (environment + API project), so an invoice sent to the sandbox is not "sent"
+for production. Every write is a short transaction; no transaction is ever held open
+across an HTTP call. Works the same on SQLite (the embedded default) and MySQL/MariaDB.
+
+Times we write are naive UTC (`utcnow`); the console shows them in Argentina's time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from .errors import ConfigError
+
+metadata = sa.MetaData()
+
+# BIGINT on MySQL, INTEGER PRIMARY KEY (rowid, autoincrement) on SQLite.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MYSQL_OPTS = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+
+# --- The host application's tables (created only where missing: SQLite, tests, demo) --
+
+facturas_trns = sa.Table(
+    "facturas_trns", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("local", sa.String(100), nullable=False),
+    sa.Column("fecha", sa.DateTime, nullable=False),
+    sa.Column("tipo", sa.String(10)),
+    sa.Column("punto_venta", sa.String(20)),
+    sa.Column("nro_factura", sa.String(30)),
+    sa.Column("monto", sa.Numeric(15, 2)),
+    sa.Column("estado", sa.String(20), nullable=False, server_default="ok"),
+    sa.Index("ix_facturas_trns_local_fecha", "local", "fecha"),
+    sa.Index("ix_facturas_trns_fecha", "fecha"),
+    **MYSQL_OPTS,
+)
+
+locales_auditados = sa.Table(
+    "locales_auditados", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("local", sa.String(100), nullable=False),
+    sa.Column("fecha", sa.Date, nullable=False),
+    sa.Column("auditor", sa.String(100)),
+    sa.Column("auditado_en", sa.DateTime),
+    sa.UniqueConstraint("local", "fecha", name="uq_locales_auditados_local_fecha"),
+    sa.Index("ix_locales_auditados_fecha", "fecha"),
+    **MYSQL_OPTS,
+)
+
+cierres_locales = sa.Table(
+    "cierres_locales", metadata,
+    sa.Column("local", sa.String(100), primary_key=True),
+    sa.Column("fecha", sa.Date, primary_key=True),
+    sa.Column("cerrado_en", sa.DateTime),
+    sa.Index("ix_cierres_locales_fecha", "fecha"),
+    **MYSQL_OPTS,
+)
+
+anticipos = sa.Table(
+    "anticipos", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("local", sa.String(100), nullable=False),
+    sa.Column("fecha", sa.Date, nullable=False),
+    sa.Column("monto", sa.Numeric(15, 2)),
+    sa.Column("estado", sa.String(20)),
+    sa.Index("ix_anticipos_local_fecha", "local", "fecha"),
+    **MYSQL_OPTS,
+)
+
+SOURCE_TABLES = (facturas_trns, locales_auditados, cierres_locales, anticipos)
+
+# --- Our own tables ---------------------------------------------------------------
+
+# States of an invoice for one target. "sending" is a claim with a lease: the
+# invoice's POST may be in flight; if its owner dies, the next owner looks it up in
+# Oppen before any new POST (needs_lookup).
+PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT = (
+    "pending", "sending", "sent", "failed", "invalid", "conflict")
+STATES = (PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT)
+STATE_LABELS = {PENDING: "pendiente", SENDING: "enviando", SENT: "enviada",
+                FAILED: "fallida", INVALID: "inválida", CONFLICT: "conflicto"}
+
+oppen_invoices = sa.Table(
+    "oppen_invoices", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("factura_id", sa.BigInteger, nullable=False),
+    sa.Column("local", sa.String(100), nullable=False),
+    sa.Column("fecha", sa.Date, nullable=False),
+    sa.Column("tipo", sa.String(10)),
+    sa.Column("reference", sa.String(120), nullable=False),
+    sa.Column("official_sernr", sa.String(40)),
+    sa.Column("monto", sa.Numeric(15, 2)),
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("needs_lookup", sa.Boolean, nullable=False, default=False),
+    sa.Column("sernr", sa.BigInteger),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_http_status", sa.Integer),
+    sa.Column("request_body", sa.Text),
+    sa.Column("response_body", sa.Text),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("claim_until", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", sa.DateTime),
+    sa.UniqueConstraint("target", "factura_id", name="uq_oppen_invoices_target_factura"),
+    sa.Index("ix_oppen_invoices_day", "target", "local", "fecha", "state"),
+    sa.Index("ix_oppen_invoices_state", "target", "state", "fecha"),
+    sa.Index("ix_oppen_invoices_fecha", "target", "fecha"),
+    **MYSQL_OPTS,
+)
+
+# One row per HTTP exchange about an invoice (POST, lookup) or admin action (link).
+oppen_attempts = sa.Table(
+    "oppen_attempts", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("invoice_id", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.BigInteger),
+    sa.Column("kind", sa.String(12), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("response_body", sa.Text),
+    sa.Index("ix_oppen_attempts_invoice", "invoice_id"),
+    sa.Index("ix_oppen_attempts_run", "run_id"),
+    **MYSQL_OPTS,
+)
+
+RUNNING, DONE, INTERRUPTED, ERROR = "running", "done", "interrupted", "error"
+
+oppen_runs = sa.Table(
+    "oppen_runs", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("kind", sa.String(12), nullable=False),   # audit, resend, link
+    sa.Column("local", sa.String(100)),
+    sa.Column("fecha", sa.Date),
+    sa.Column("username", sa.String(100)),
+    sa.Column("reason", sa.Text),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("total", sa.Integer, nullable=False, default=0),
+    sa.Column("processed", sa.Integer, nullable=False, default=0),
+    sa.Column("exitosas", sa.Integer, nullable=False, default=0),
+    sa.Column("fallidas", sa.Integer, nullable=False, default=0),
+    sa.Column("current_ref", sa.String(120)),
+    sa.Column("message", sa.Text),
+    sa.Column("result_json", sa.Text),
+    sa.Index("ix_oppen_runs_day", "target", "local", "fecha"),
+    sa.Index("ix_oppen_runs_started", "started_at"),
+    **MYSQL_OPTS,
+)
+
+# At most one run per local/day and target, across threads, processes and hosts:
+# the primary key is the lock, the lease lets a dead owner's lock be taken over.
+oppen_run_locks = sa.Table(
+    "oppen_run_locks", metadata,
+    sa.Column("target", sa.String(120), primary_key=True),
+    sa.Column("local", sa.String(100), primary_key=True),
+    sa.Column("fecha", sa.Date, primary_key=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("lease_until", sa.DateTime, nullable=False),
+    **MYSQL_OPTS,
+)
+
+OWN_TABLES = (oppen_invoices, oppen_attempts, oppen_runs, oppen_run_locks)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    # Autocommit at the driver level so that SQLAlchemy's "begin" event decides how a
+    # transaction starts: BEGIN IMMEDIATE takes the write lock up front, so two
+    # writers queue on busy_timeout instead of failing with "database is locked" when
+    # a reader upgrades.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn):
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """An engine for SQLite or MySQL/MariaDB with the settings this package relies on."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
+                                  **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend in ("mysql", "mariadb"):
+        if parsed.get_driver_name() != "pymysql":
+            parsed = parsed.set(drivername=f"{backend}+pymysql")
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        parsed = parsed.set(query=query)
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", 3600)
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+        return sa.create_engine(parsed, **kwargs)
+    raise ConfigError(f"DATABASE_URL: base de datos no admitida ({backend})")
+
+
+def init_db(engine: Engine, *, source_tables: bool = True) -> list[str]:
+    """Create the tables that are missing; never drops or alters an existing one.
+
+    Returns the names of the tables it created.
+    """
+    existing = set(sa.inspect(engine).get_table_names())
+    wanted = (SOURCE_TABLES if source_tables else ()) + OWN_TABLES
+    missing = [t for t in wanted if t.name not in existing]
+    metadata.create_all(engine, tables=missing, checkfirst=True)
+    return [t.name for t in missing]
+
+
+def check_schema(engine: Engine) -> list[str]:
+    """Names of the tables the package needs that do not exist yet."""
+    existing = set(sa.inspect(engine).get_table_names())
+    return [t.name for t in SOURCE_TABLES + OWN_TABLES if t.name not in existing]
+
+
+def day_bounds(fecha: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """A calendar day as a half-open DATETIME range, so the (local, fecha) index is used."""
+    start = dt.datetime.combine(fecha, dt.time())
+    return start, start + dt.timedelta(days=1)

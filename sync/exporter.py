@@ -1,0 +1,487 @@
+"""The exporter: takes a local/day (or a set of invoices) to Oppen, as the seed's flow says.
+
+    lock the local/day → read its invoices → register and validate them →
+    authenticate → claim → map → send (C at a time) → record → summarise
+
+Workers only speak HTTP (one client each, one shared token); this thread does every
+database write, in small batches, and calls `progress` — which is what lets the
+console's progress bar live in the script's own thread. An invoice whose earlier
+attempt had an unknown outcome is looked up in Oppen by its OfficialSerNr before it
+is ever posted again, so a retry, a crash or a double click never creates a copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from . import db, store
+from .client import OppenClient, backoff_delay
+from .config import Settings
+from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
+                     OppenTransportError)
+from .mapping import Mapped, differences
+from .store import Attempt, Outcome, Registered
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str | None], None]
+
+FLUSH_EVERY = 64          # outcomes per write transaction, at most
+FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
+
+
+@dataclass
+class Policy:
+    """How hard to try within one run. Delays come from settings; tests shorten them."""
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    breaker_threshold: int = 10
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Policy":
+        return cls(max_attempts=settings.max_attempts, backoff_base=settings.backoff_base,
+                   backoff_cap=settings.backoff_cap, breaker_threshold=settings.breaker_threshold)
+
+
+class Breaker:
+    """Stops a run after N transport failures in a row, instead of hammering a dead Oppen."""
+
+    def __init__(self, threshold: int):
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._streak = 0
+        self.reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.reason is not None
+
+    def failure(self, message: str) -> None:
+        with self._lock:
+            self._streak += 1
+            if self._streak >= self.threshold and self.reason is None:
+                self.reason = (f"Oppen no responde: se detuvo la sincronización tras "
+                               f"{self._streak} errores de conexión seguidos ({message})")
+
+    def trip(self, reason: str) -> None:
+        with self._lock:
+            self.reason = self.reason or reason
+
+    def success(self) -> None:
+        with self._lock:
+            self._streak = 0
+
+
+@dataclass
+class Job:
+    reg: Registered
+    payload: dict
+    official_sernr: str
+    needs_lookup: bool
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _body(record: Mapping | None) -> str | None:
+    return None if record is None else json.dumps(record, ensure_ascii=False, default=str)
+
+
+def deliver(client: OppenClient, job: Job, policy: Policy, breaker: Breaker) -> Outcome:
+    """Everything one invoice needs from Oppen in this run; never raises."""
+    out = Outcome(job.reg.state_id, job.reg.reference, FAILED, job.needs_lookup,
+                  request_body=json.dumps(job.payload, ensure_ascii=False))
+    # True once any attempt of ours may have reached Oppen: a later "duplicate" may
+    # then be our own invoice, and must be checked rather than reported.
+    ambiguous = job.needs_lookup
+    error: OppenError | None = None
+    for attempt in range(1, policy.max_attempts + 1):
+        if breaker.open:
+            out.state, out.error = PENDING, f"No se envió: {breaker.reason}"
+            return out
+        try:
+            if out.needs_lookup:
+                if _lookup(client, job, out):
+                    breaker.success()
+                    return out
+                breaker.success()
+            started = time.monotonic()
+            logger.info("📤 Enviando factura %s ($%s)...", job.reg.reference,
+                        job.reg.factura.get("monto"))
+            try:
+                out.posts += 1
+                record = client.create_invoice(job.payload)
+            except OppenError as exc:
+                out.attempts.append(Attempt("post", _post_outcome(exc), db.utcnow(), _ms(started),
+                                            exc.status, exc.message, exc.body))
+                raise
+            out.attempts.append(Attempt("post", "sent", db.utcnow(), _ms(started), 201, None,
+                                        _body(record)))
+            breaker.success()
+            out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
+            out.sernr = _sernr(record) or job.payload.get("SerNr")
+            out.response_body = _body(record)
+            return out
+        except OppenDuplicate as exc:
+            breaker.success()
+            error = exc
+            if ambiguous:
+                # Maybe our own earlier attempt: find out what Oppen holds.
+                out.needs_lookup = True
+                try:
+                    if _lookup(client, job, out):
+                        return out
+                except OppenTransportError as lookup_exc:
+                    error = lookup_exc
+                    breaker.failure(lookup_exc.message)
+                    _pause(policy, attempt, lookup_exc)
+                    continue
+            logger.error("❌ %s", exc.message)
+            return _failed(out, exc)
+        except OppenAuthError as exc:
+            # The credentials stopped working mid-run: nothing more can be sent.
+            breaker.trip(exc.message)
+            logger.error("❌ %s", exc.message)
+            out.state, out.error, out.http_status = PENDING, f"No se envió: {exc.message}", exc.status
+            return out
+        except OppenRejected as exc:
+            breaker.success()
+            logger.error("❌ %s", exc.message)
+            return _failed(out, exc)
+        except OppenTransportError as exc:
+            error = exc
+            if exc.maybe_applied:
+                ambiguous = out.needs_lookup = True
+            breaker.failure(exc.message)
+            logger.warning("⚠️ %s: %s (intento %d/%d)", job.reg.reference, exc.message,
+                           attempt, policy.max_attempts)
+            if attempt < policy.max_attempts:
+                _pause(policy, attempt, exc)
+        except Exception as exc:  # a bug must not lose the invoice: keep it for lookup
+            logger.exception("❌ Error inesperado enviando %s", job.reg.reference)
+            out.needs_lookup = True
+            out.state, out.error = FAILED, f"Error inesperado: {type(exc).__name__}"
+            return out
+    if error is None:
+        out.state, out.error = PENDING, "No se envió"
+    else:
+        _failed(out, error)
+    return out
+
+
+def _pause(policy: Policy, attempt: int, exc: OppenError) -> None:
+    policy.sleep(backoff_delay(attempt, base=policy.backoff_base, cap=policy.backoff_cap,
+                               retry_after=exc.retry_after, rng=policy.rng))
+
+
+def _post_outcome(exc: OppenError) -> str:
+    if isinstance(exc, OppenDuplicate):
+        return "duplicate"
+    if isinstance(exc, OppenRejected):
+        return "rejected"
+    if isinstance(exc, OppenAuthError):
+        return "auth"
+    if isinstance(exc, OppenTransportError) and not exc.maybe_applied:
+        return "refused"
+    return "unknown"
+
+
+def _failed(out: Outcome, exc: OppenError) -> Outcome:
+    out.state, out.error, out.http_status = FAILED, exc.message, exc.status
+    out.response_body = exc.body or out.response_body
+    return out
+
+
+def _sernr(record: Mapping) -> int | None:
+    try:
+        return int(record.get("SerNr"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
+    """Ask Oppen for the invoice. True when that settled it (sent or conflict)."""
+    started = time.monotonic()
+    try:
+        found = client.find_invoices(job.official_sernr)
+    except OppenError as exc:
+        out.attempts.append(Attempt("lookup", "unknown", db.utcnow(), _ms(started), exc.status,
+                                    exc.message, exc.body))
+        if isinstance(exc, OppenTransportError):
+            raise
+        # A lookup Oppen refuses cannot clear the doubt: leave it for a person.
+        raise OppenTransportError(f"No se pudo verificar en Oppen: {exc.message}",
+                                  status=exc.status, maybe_applied=False) from None
+    if not found:
+        out.attempts.append(Attempt("lookup", "not_found", db.utcnow(), _ms(started), 200))
+        out.needs_lookup = False
+        return False
+    remote = found[0]
+    diffs = differences(job.payload, remote)
+    out.response_body = _body(remote)
+    out.needs_lookup = False
+    out.http_status = None
+    if diffs:
+        out.state = CONFLICT
+        out.error = ("Conflicto: Oppen ya tiene una factura " + job.official_sernr
+                     + " con otros datos (" + "; ".join(diffs) + ")")
+        out.attempts.append(Attempt("lookup", "conflict", db.utcnow(), _ms(started), 200,
+                                    out.error, out.response_body))
+        logger.error("❌ %s", out.error)
+    else:
+        out.state, out.error, out.sernr = SENT, None, _sernr(remote)
+        out.attempts.append(Attempt("lookup", "found", db.utcnow(), _ms(started), 200, None,
+                                    out.response_body))
+        logger.info("✅ %s ya estaba en Oppen (SerNr %s)", job.reg.reference, out.sernr)
+    return True
+
+
+# --- a run -----------------------------------------------------------------------------
+
+@dataclass
+class RunRequest:
+    kind: str                                   # audit, resend
+    groups: dict[tuple[str, dt.date], list[Mapping]]   # (local, fecha) -> facturas rows
+    user: str | None = None
+    reason: str | None = None
+    only_ids: set[int] | None = None            # resend of chosen invoices only
+    local: str | None = None
+    fecha: dt.date | None = None
+
+
+def run(engine: Engine, settings: Settings, client: OppenClient, request: RunRequest, *,
+        progress: Progress | None = None, policy: Policy | None = None,
+        today: dt.date | None = None, on_start: Callable[[int], None] | None = None) -> dict:
+    """Run one sync or resend to its end and return the seed's summary dict.
+
+    Raises RunInProgress before doing anything if another run holds a local/day, and
+    OppenAuthError / OppenTransportError when authentication fails (after recording
+    every invoice as pending with that reason).
+    """
+    policy = policy or Policy.from_settings(settings)
+    today = today or dt.date.today()
+    owner = store.new_owner()
+    run_id = store.start_run(engine, target=settings.target, kind=request.kind,
+                             days=list(request.groups), username=request.user,
+                             reason=request.reason, lease=settings.lease_seconds, owner=owner,
+                             local=request.local, fecha=request.fecha)
+    if on_start:
+        on_start(run_id)
+    started = time.monotonic()
+    summary: dict = {}
+    try:
+        summary = _execute(engine, settings, client, request, run_id, owner, policy, today,
+                           progress)
+    except OppenError as exc:
+        summary = {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": False,
+                   "error": exc.message}
+        store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
+                         message=exc.message)
+        raise
+    except BaseException as exc:
+        message = f"Error inesperado: {type(exc).__name__}"
+        store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
+                         message=message)
+        raise
+    summary_message = summary.get("message") or ""
+    store.finish_run(engine, run_id, owner, state=db.DONE, summary=summary,
+                     message=summary_message)
+    logger.info("✨ Sincronización completada: %d exitosas, %d fallidas de %d totales (%.1f s)",
+                summary["exitosas"], summary["fallidas"], summary["total"],
+                time.monotonic() - started)
+    summary["run_id"] = run_id
+    return summary
+
+
+def _execute(engine, settings, client, request, run_id, owner, policy, today, progress) -> dict:
+    target, profile = settings.target, settings.mapping
+    registered: list[Registered] = []
+    for (local, fecha), facturas in request.groups.items():
+        if not facturas:
+            logger.warning("⚠️ No se encontraron facturas para %s en %s", local, fecha)
+        registered.extend(store.register(engine, target, facturas, profile, today))
+    if request.only_ids is not None:
+        registered = [r for r in registered if r.factura["id"] in request.only_ids]
+
+    already = [r for r in registered if r.state == SENT]
+    considered = [r for r in registered if r.state != SENT]
+    candidates = [r for r in considered if r.state in (PENDING, FAILED, SENDING)]
+    total = len(considered)
+    results: dict[int, Outcome] = {}
+    stop_reason = None
+    if candidates:
+        if client.tokens.get() is None:
+            _authenticate(client, policy, engine, candidates)
+        stop_reason = _send(engine, settings, client, candidates, run_id, owner, policy, today,
+                            progress, total, results)
+
+    errores, exitosas, counts = [], 0, {PENDING: 0, INVALID: 0, CONFLICT: 0}
+    for reg in considered:
+        outcome = results.get(reg.state_id)
+        state = outcome.state if outcome else reg.state
+        if state == SENT:
+            exitosas += 1
+            continue
+        error = (outcome.error if outcome else reg.last_error) or "No se envió"
+        if state in counts:
+            counts[state] += 1
+        elif state == SENDING:
+            counts[PENDING] += 1
+        errores.append({"factura": reg.reference, "error": error})
+    summary = {"total": total, "exitosas": exitosas, "fallidas": total - exitosas,
+               "errores": errores, "success": total == exitosas}
+    for key, state in (("pendientes", PENDING), ("invalidas", INVALID), ("conflictos", CONFLICT)):
+        if counts[state]:
+            summary[key] = counts[state]
+    if already:
+        summary["ya_enviadas"] = len(already)
+    if total == 0:
+        summary["message"] = ("No hay facturas para sincronizar" if not already else
+                              f"Las {len(already)} factura(s) ya estaban enviadas a Oppen")
+    if stop_reason:
+        summary["message"] = f"{stop_reason}. {counts[PENDING]} factura(s) quedaron pendientes para reenviar."
+    return summary
+
+
+def _authenticate(client: OppenClient, policy: Policy, engine: Engine,
+                  candidates: Sequence[Registered]) -> None:
+    """The seed's step 4a, retried on transport errors; on failure nothing is sent."""
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            client.authenticate()
+            return
+        except OppenTransportError as exc:
+            if attempt == policy.max_attempts:
+                store.mark_pending(engine, [r.state_id for r in candidates],
+                                   f"No se envió: {exc.message}")
+                raise
+            _pause(policy, attempt, exc)
+        except OppenAuthError as exc:
+            store.mark_pending(engine, [r.state_id for r in candidates],
+                               f"No se envió: {exc.message}")
+            raise
+
+
+def _send(engine, settings, client, candidates, run_id, owner, policy, today, progress,
+          total, results) -> str | None:
+    """Send the candidates C at a time; returns why the run stopped early, if it did."""
+    profile = settings.mapping
+    breaker = Breaker(policy.breaker_threshold)
+    workers = max(1, settings.concurrency)
+    local_clients = threading.local()
+    made: list[OppenClient] = []
+    made_lock = threading.Lock()
+
+    def work(job: Job) -> Outcome:
+        worker_client = getattr(local_clients, "client", None)
+        if worker_client is None:
+            worker_client = local_clients.client = client.clone()
+            with made_lock:
+                made.append(worker_client)
+        return deliver(worker_client, job, policy, breaker)
+
+    queue = deque(candidates)
+    ready: deque[Job] = deque()
+    in_flight: dict[Future, Job] = {}
+    unflushed: list[Outcome] = []
+    done_count = total - len(candidates)   # invalid/conflict rows count as handled
+    exitosas = 0
+    last_flush = last_renew = time.monotonic()
+    renew_every = settings.lease_seconds / 3
+    claim_size = max(16, workers * 4)
+
+    def flush(force_renew: bool = False, current: str | None = None) -> None:
+        nonlocal last_flush, last_renew
+        now = time.monotonic()
+        renew = force_renew or now - last_renew >= renew_every
+        store.record(engine, owner, run_id, unflushed,
+                     progress={"total": total, "processed": done_count, "exitosas": exitosas,
+                               "fallidas": done_count - exitosas, "current_ref": current},
+                     lease=settings.lease_seconds if renew else None)
+        unflushed.clear()
+        last_flush = now
+        if renew:
+            last_renew = now
+
+    if progress:
+        progress(done_count, total, None)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oppen") as pool:
+        while queue or ready or in_flight:
+            if breaker.open and (queue or ready):
+                # Stop early: what was not attempted stays pending with the reason.
+                reason = f"No se envió: {breaker.reason}"
+                for job in ready:
+                    results[job.reg.state_id] = Outcome(job.reg.state_id, job.reg.reference,
+                                                        PENDING, job.needs_lookup, error=reason)
+                    unflushed.append(results[job.reg.state_id])
+                ready.clear()
+                rest = list(queue)
+                queue.clear()
+                store.mark_pending(engine, [r.state_id for r in rest], reason)
+                for reg in rest:
+                    results[reg.state_id] = Outcome(reg.state_id, reg.reference, PENDING, False,
+                                                    error=reason)
+            while not breaker.open and len(in_flight) < workers * 2 and (ready or queue):
+                if not ready:
+                    batch = [queue.popleft() for _ in range(min(claim_size, len(queue)))]
+                    claimed = store.claim(engine, [r.state_id for r in batch], owner,
+                                          settings.lease_seconds)
+                    for reg in batch:
+                        if reg.state_id not in claimed:
+                            results[reg.state_id] = Outcome(
+                                reg.state_id, reg.reference, PENDING, False,
+                                error="No se envió: la tiene otra sincronización en curso")
+                            continue
+                        mapped = store.map_factura(reg.factura, profile, today, reg.state_id)
+                        if not isinstance(mapped, Mapped):  # registered valid a moment ago
+                            out = Outcome(reg.state_id, reg.reference, INVALID, claimed[reg.state_id],
+                                          error=f"Datos inválidos: {mapped.reason}")
+                            results[reg.state_id] = out
+                            unflushed.append(out)
+                            continue
+                        ready.append(Job(reg, mapped.payload, mapped.official_sernr,
+                                         claimed[reg.state_id]))
+                    continue
+                job = ready.popleft()
+                in_flight[pool.submit(work, job)] = job
+            if not in_flight:
+                continue
+            finished, _ = wait(list(in_flight), timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+            current = None
+            for fut in finished:
+                job = in_flight.pop(fut)
+                outcome = fut.result()
+                results[job.reg.state_id] = outcome
+                unflushed.append(outcome)
+                done_count += 1
+                if outcome.state == SENT:
+                    exitosas += 1
+                current = job.reg.reference
+                if progress:
+                    progress(done_count, total, current)
+            if unflushed and (len(unflushed) >= FLUSH_EVERY
+                              or time.monotonic() - last_flush >= FLUSH_SECONDS):
+                flush(current=current)
+            elif time.monotonic() - last_renew >= renew_every:
+                flush(force_renew=True, current=current)
+        done_count = total
+        flush(current=None)
+    for made_client in made:
+        made_client.close()
+    return breaker.reason

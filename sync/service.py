@@ -1,0 +1,340 @@
+"""What the console and the CLI call: sync, resend, preview, status and link.
+
+Each function takes an engine and the settings, does one job, and returns plain
+dicts and lists (the seed's keys where the seed has them). No Streamlit, no printing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import db, store
+from .client import OppenClient
+from .config import Settings
+from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_invoices
+from .errors import AuditRefused, NotFound, OppenError, SyncError
+from .exporter import Policy, Progress, RunRequest, run
+from .mapping import Mapped, differences, parse_day
+from .runtime import open_client
+from .audit import is_audited, local_exists, require_local  # noqa: F401  (re-exported)
+
+logger = logging.getLogger(__name__)
+
+
+def parse_fecha(value) -> dt.date:
+    """A day from user input, or AuditRefused-free NotFound-free clear error."""
+    day = parse_day(value)
+    if day is None or (isinstance(value, str) and len(value.strip()) != 10):
+        raise SyncError(f"Fecha inválida: {str(value)[:40]!r} (se espera AAAA-MM-DD, "
+                        "p. ej. 2025-01-05)")
+    return day
+
+
+def clean_local(value) -> str:
+    local = str(value or "").strip()
+    if not local:
+        raise SyncError("Falta el nombre del local")
+    if len(local) > 100:
+        raise SyncError("El nombre del local es demasiado largo (máximo 100 caracteres)")
+    return local
+
+
+def _client_or_default(settings: Settings, client: OppenClient | None) -> tuple[OppenClient, bool]:
+    if client is not None:
+        return client, False
+    return open_client(settings), True
+
+
+def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
+                           client: OppenClient | None = None, user: str | None = None,
+                           progress: Progress | None = None, policy: Policy | None = None,
+                           today: dt.date | None = None, kind: str = "audit",
+                           reason: str | None = None,
+                           on_start: Callable[[int], None] | None = None) -> dict:
+    """The seed's main function: every unsent invoice of a local/day to Oppen.
+
+    Returns the seed's summary dict. Raises RunInProgress, or the OppenError of a
+    failed authentication (every invoice then stays pending with that reason).
+    """
+    try:
+        with engine.connect() as conn:
+            facturas = store.read_facturas(conn, local, fecha)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.error("❌ Error obteniendo facturas de BD: %s", type(exc).__name__)
+        raise SyncError(f"Error obteniendo facturas de la base de datos: {type(exc).__name__}") from None
+    request = RunRequest(kind=kind, groups={(local, fecha): facturas}, user=user, reason=reason,
+                         local=local, fecha=fecha)
+    client, owned = _client_or_default(settings, client)
+    try:
+        return run(engine, settings, client, request, progress=progress, policy=policy,
+                   today=today, on_start=on_start)
+    finally:
+        if owned:
+            client.close()
+
+
+def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
+               fecha: dt.date | None = None) -> list[tuple[str, dt.date]]:
+    """The audited local/days that have something not sent (or never registered)."""
+    t, a = oppen_invoices, db.locales_auditados
+    with engine.connect() as conn:
+        query = (sa.select(t.c.local, t.c.fecha).distinct()
+                 .where(t.c.target == settings.target,
+                        t.c.state.in_((PENDING, FAILED, INVALID, SENDING))))
+        if local:
+            query = query.where(t.c.local == local)
+        if fecha:
+            query = query.where(t.c.fecha == fecha)
+        days = {(r.local, r.fecha) for r in conn.execute(query)}
+        audited = sa.select(a.c.local, a.c.fecha)
+        if local:
+            audited = audited.where(a.c.local == local)
+        if fecha:
+            audited = audited.where(a.c.fecha == fecha)
+        audited_days = {(r.local, r.fecha) for r in conn.execute(audited)}
+    return sorted(days & audited_days)
+
+
+def resend(engine: Engine, settings: Settings, *, user: str, local: str | None = None,
+           fecha: dt.date | None = None, invoice_ids: Iterable[int] | None = None,
+           reason: str | None = None, client: OppenClient | None = None,
+           progress: Progress | None = None, policy: Policy | None = None,
+           today: dt.date | None = None, on_start: Callable[[int], None] | None = None) -> dict:
+    """Send again what is not in Oppen: chosen invoices, a local/day, or everything.
+
+    Only audited days are ever sent. Sent invoices are never resent; one whose last
+    attempt had an unknown outcome is looked up first.
+    """
+    if invoice_ids is not None:
+        ids = sorted({int(i) for i in invoice_ids})
+        if not ids:
+            raise SyncError("No se eligió ninguna factura para reenviar")
+        with engine.connect() as conn:
+            rows = store.read_facturas_by_id(conn, ids)
+        missing = set(ids) - {r["id"] for r in rows}
+        if missing:
+            raise NotFound("No existe la factura " + ", ".join(str(i) for i in sorted(missing)))
+        groups: dict[tuple[str, dt.date], list[Mapping]] = {}
+        for row in rows:
+            if row["estado"] != "ok":
+                raise SyncError(f"La factura {row['id']} no está en estado 'ok' "
+                                f"(estado {row['estado']!r}); no se envía")
+            groups.setdefault((row["local"], row["fecha"].date()), []).append(row)
+        for (day_local, day) in groups:
+            if not is_audited(engine, day_local, day):
+                raise AuditRefused(f"El local {day_local} no está auditado para "
+                                   f"{day.isoformat()}; no se envían sus facturas")
+        only = set(ids)
+        days = list(groups)
+    else:
+        if local is not None and fecha is not None:
+            require_local(engine, local)
+            if not is_audited(engine, local, fecha):
+                raise AuditRefused(f"El local {local} no está auditado para {fecha.isoformat()}; "
+                                   "primero hay que marcarlo auditado")
+            days = [(local, fecha)]
+        else:
+            days = resendable(engine, settings, local=local, fecha=fecha)
+        only = None
+        groups = {}
+        with engine.connect() as conn:
+            for day_local, day in days:
+                groups[(day_local, day)] = store.read_facturas(conn, day_local, day)
+    if not groups:
+        return {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": True,
+                "message": "No hay facturas para reenviar"}
+    first_local, first_day = days[0] if len(days) == 1 else (None, None)
+    request = RunRequest(kind="resend", groups=groups, user=user, reason=reason, only_ids=only,
+                         local=first_local, fecha=first_day)
+    client, owned = _client_or_default(settings, client)
+    try:
+        return run(engine, settings, client, request, progress=progress, policy=policy,
+                   today=today, on_start=on_start)
+    finally:
+        if owned:
+            client.close()
+
+
+def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
+            today: dt.date | None = None) -> dict:
+    """The exact payloads a sync would send now; nothing is written or sent."""
+    today = today or dt.date.today()
+    with engine.connect() as conn:
+        facturas = store.read_facturas(conn, local, fecha)
+        t = oppen_invoices
+        known = {}
+        ids = [f["id"] for f in facturas]
+        for part in store._chunks(ids):
+            for r in conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr)
+                                  .where(t.c.target == settings.target,
+                                         t.c.factura_id.in_(part))):
+                known[r.factura_id] = r
+    items, total_valid, count_valid = [], 0, 0
+    for factura in facturas:
+        state_row = known.get(factura["id"])
+        mapped = store.map_factura(factura, settings.mapping, today,
+                                   state_row.id if state_row else None)
+        entry = {"factura_id": factura["id"], "tipo": factura["tipo"],
+                 "punto_venta": factura["punto_venta"], "nro_factura": factura["nro_factura"],
+                 "monto": factura["monto"], "reference": mapped.reference,
+                 "state": state_row.state if state_row else None}
+        if isinstance(mapped, Mapped):
+            payload = dict(mapped.payload)
+            if settings.mapping.sernr_mode == "client" and state_row is None:
+                payload["SerNr"] = None  # allocated when the invoice is first registered
+            entry.update(valid=True, payload=payload, problems=[])
+            total_valid += mapped.amount
+            count_valid += 1
+        else:
+            entry.update(valid=False, payload=None,
+                         problems=[{"field": p.field, "reason": p.reason} for p in mapped.problems])
+        items.append(entry)
+    return {"local": local, "fecha": fecha.isoformat(), "target": settings.target,
+            "items": items, "total": len(items), "validas": count_valid,
+            "invalidas": len(items) - count_valid, "monto_valido": total_valid}
+
+
+def status(engine: Engine, settings: Settings, local: str | None = None,
+           fecha: dt.date | None = None, *, states: Sequence[str] | None = None,
+           limit: int | None = None) -> list[dict]:
+    """Each invoice with its reference, state, attempts, last error and SerNr.
+
+    For one local/day, invoices never registered (the day was not synced yet) are
+    listed as pending too, so nothing is missing from the picture.
+    """
+    t = oppen_invoices
+    query = sa.select(t).where(t.c.target == settings.target)
+    if local:
+        query = query.where(t.c.local == local)
+    if fecha:
+        query = query.where(t.c.fecha == fecha)
+    if states:
+        query = query.where(t.c.state.in_(states))
+    query = query.order_by(t.c.fecha, t.c.local, t.c.reference, t.c.id)
+    if limit:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        rows = [_status_row(r._mapping) for r in conn.execute(query)]
+        if local and fecha and not states:
+            seen = {r["factura_id"] for r in rows}
+            for f in store.read_facturas(conn, local, fecha):
+                if f["id"] not in seen:
+                    rows.append({"factura_id": f["id"], "local": f["local"],
+                                 "fecha": fecha.isoformat(), "tipo": f["tipo"],
+                                 "referencia": f"{f['tipo']} {f['punto_venta']}-{f['nro_factura']}",
+                                 "monto": f["monto"], "estado": PENDING, "intentos": 0,
+                                 "ultimo_error": "Todavía no se sincronizó", "http_status": None,
+                                 "sernr": None, "actualizado": None, "id": None,
+                                 "requiere_verificacion": False})
+    return rows
+
+
+def _status_row(r: Mapping) -> dict:
+    return {"id": r["id"], "factura_id": r["factura_id"], "local": r["local"],
+            "fecha": r["fecha"].isoformat(), "tipo": r["tipo"], "referencia": r["reference"],
+            "monto": r["monto"], "estado": r["state"], "intentos": r["attempts"],
+            "ultimo_error": r["last_error"], "http_status": r["last_http_status"],
+            "sernr": r["sernr"], "actualizado": r["updated_at"],
+            "requiere_verificacion": bool(r["needs_lookup"])}
+
+
+def day_accounting(engine: Engine, settings: Settings, local: str, fecha: dt.date) -> dict:
+    """sent + failed + invalid + pending + conflict = total, for one local/day."""
+    t = oppen_invoices
+    start, end = db.day_bounds(fecha)
+    f = db.facturas_trns
+    with engine.connect() as conn:
+        counts = {s: 0 for s in (SENT, FAILED, INVALID, PENDING, CONFLICT)}
+        for r in conn.execute(sa.select(t.c.state, sa.func.count()).where(
+                t.c.target == settings.target, t.c.local == local, t.c.fecha == fecha)
+                .group_by(t.c.state)):
+            key = PENDING if r[0] == SENDING else r[0]
+            counts[key] = counts.get(key, 0) + r[1]
+        total = conn.execute(sa.select(sa.func.count()).select_from(f).where(
+            f.c.local == local, f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")).scalar()
+    counts[PENDING] += total - sum(counts.values())  # never registered: still to send
+    counts["total"] = total
+    return counts
+
+
+def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
+                       client: OppenClient | None = None, today: dt.date | None = None) -> dict:
+    """For a duplicate: what Oppen holds under this number, next to what we would send."""
+    row, factura = _state_and_factura(engine, state_id)
+    mapped = store.map_factura(factura, settings.mapping, today or dt.date.today(), row["id"])
+    if not isinstance(mapped, Mapped):
+        raise SyncError(f"La factura {row['reference']} tiene datos inválidos: {mapped.reason}")
+    client, owned = _client_or_default(settings, client)
+    try:
+        found = client.find_invoices(mapped.official_sernr)
+    finally:
+        if owned:
+            client.close()
+    remote = found[0] if found else None
+    return {"reference": row["reference"], "payload": mapped.payload, "remote": remote,
+            "differences": differences(mapped.payload, remote) if remote else None}
+
+
+def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: str,
+                   reason: str, client: OppenClient | None = None,
+                   today: dt.date | None = None) -> dict:
+    """Mark a failed duplicate as sent, as the invoice Oppen already holds.
+
+    Only when Oppen's record matches ours field by field; otherwise nothing changes
+    and the differences are returned.
+    """
+    if not reason or not reason.strip():
+        raise SyncError("Indicá un motivo para vincular la factura")
+    comparison = compare_with_oppen(engine, settings, state_id, client=client, today=today)
+    remote = comparison["remote"]
+    if remote is None:
+        raise SyncError(f"Oppen no tiene ninguna factura {comparison['payload']['OfficialSerNr']}: "
+                        "no hay nada que vincular; reenviala")
+    if comparison["differences"]:
+        return {"linked": False, **comparison}
+    t = oppen_invoices
+    now = db.utcnow()
+    with engine.begin() as conn:
+        changed = conn.execute(sa.update(t).where(
+            t.c.id == state_id, t.c.state.in_((FAILED, CONFLICT, PENDING))).values(
+            state=SENT, sernr=int(remote.get("SerNr")) if remote.get("SerNr") else None,
+            needs_lookup=False, last_error=None, last_http_status=None,
+            response_body=json.dumps(remote, ensure_ascii=False, default=str),
+            updated_at=now, sent_at=now)).rowcount
+        if not changed:
+            raise SyncError("La factura ya no está fallida (otra persona la resolvió)")
+        run_id = conn.execute(sa.insert(db.oppen_runs).values(
+            target=settings.target, kind="link", username=user, reason=reason.strip(),
+            owner=store.new_owner(), state=db.DONE, started_at=now, finished_at=now, total=1,
+            processed=1, exitosas=1, fallidas=0,
+            message=f"{comparison['reference']} vinculada a SerNr {remote.get('SerNr')}")
+        ).inserted_primary_key[0]
+        conn.execute(sa.insert(db.oppen_attempts).values(
+            invoice_id=state_id, run_id=run_id, kind="link", at=now, duration_ms=0,
+            http_status=200, outcome="linked", error=None,
+            response_body=json.dumps(remote, ensure_ascii=False, default=str)[:4000]))
+    return {"linked": True, **comparison}
+
+
+def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(oppen_invoices).where(oppen_invoices.c.id == state_id)).first()
+        if row is None:
+            raise NotFound(f"No existe la factura {state_id} en el registro de envíos")
+        facturas = store.read_facturas_by_id(conn, [row.factura_id])
+    if not facturas:
+        raise NotFound(f"La factura {row.factura_id} ya no existe en facturas_trns")
+    return row._mapping, facturas[0]
+
+
+def attempts_of(engine: Engine, state_id: int) -> list[dict]:
+    a = db.oppen_attempts
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(a).where(a.c.invoice_id == state_id).order_by(a.c.id))]

@@ -1,0 +1,434 @@
+"""The binder: which invoice is which Oppen record, in what state, and who holds it.
+
+Every function here is one short transaction (or reads). Claims and run locks carry
+an owner and a lease so a process that dies mid-run never blocks forever and never
+has its half-finished work silently dropped: whoever takes an expired claim over
+must look the invoice up in Oppen before posting it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from . import db
+from .db import (CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_attempts,
+                 oppen_invoices, oppen_run_locks, oppen_runs)
+from .errors import RunInProgress
+from .mapping import Invalid, Mapped, MappingProfile, map_invoice
+
+CHUNK = 500
+MAX_TEXT = 20000
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex
+
+
+def _chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# --- reading the host's invoices -----------------------------------------------------
+
+FACTURA_COLUMNS = (db.facturas_trns.c.id, db.facturas_trns.c.local, db.facturas_trns.c.fecha,
+                   db.facturas_trns.c.tipo, db.facturas_trns.c.punto_venta,
+                   db.facturas_trns.c.nro_factura, db.facturas_trns.c.monto,
+                   db.facturas_trns.c.estado)
+_ORDER = (db.facturas_trns.c.tipo, db.facturas_trns.c.punto_venta,
+          db.facturas_trns.c.nro_factura, db.facturas_trns.c.id)
+
+
+def read_facturas(conn: Connection, local: str, fecha: dt.date) -> list[Mapping]:
+    """The `estado = 'ok'` invoices of one local and calendar day, in one query."""
+    start, end = db.day_bounds(fecha)
+    f = db.facturas_trns
+    query = (sa.select(*FACTURA_COLUMNS)
+             .where(f.c.local == local, f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
+             .order_by(*_ORDER))
+    return [r._mapping for r in conn.execute(query)]
+
+
+def read_facturas_by_id(conn: Connection, ids: Sequence[int]) -> list[Mapping]:
+    f = db.facturas_trns
+    rows = []
+    for part in _chunks(list(ids)):
+        rows.extend(r._mapping for r in conn.execute(
+            sa.select(*FACTURA_COLUMNS).where(f.c.id.in_(part)).order_by(*_ORDER)))
+    return rows
+
+
+# --- registering invoices for a target -------------------------------------------------
+
+@dataclass
+class Registered:
+    """What a run needs of one invoice: its state row and its source row."""
+    state_id: int
+    factura: Mapping
+    state: str
+    reference: str
+    needs_lookup: bool
+    sernr: int | None
+    last_error: str | None = None
+
+
+def sernr_for(profile: MappingProfile, state_id: int) -> int | None:
+    """Client-assigned SerNr: allocated once per invoice from our database, never reused."""
+    if profile.sernr_mode != "client":
+        return None
+    return profile.sernr_base + state_id
+
+
+def map_factura(factura: Mapping, profile: MappingProfile, today: dt.date,
+                state_id: int | None) -> Mapped | Invalid:
+    sernr = sernr_for(profile, state_id) if state_id is not None else None
+    if profile.sernr_mode == "client" and sernr is None:
+        sernr = 0  # only to learn the reference before the row has its id
+    return map_invoice(factura, profile, today=today, sernr=sernr)
+
+
+def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: MappingProfile,
+             today: dt.date) -> list[Registered]:
+    """Make sure each invoice has a state row for `target`; re-check the unsent ones.
+
+    A row whose data was fixed in the host application goes from invalid back to
+    pending, and one that became unmappable goes to invalid; sent and conflict rows
+    are never touched.
+    """
+    now = db.utcnow()
+    t = oppen_invoices
+    by_factura = {f["id"]: f for f in facturas}
+    ids = list(by_factura)
+    existing: dict[int, Mapping] = {}
+    with engine.begin() as conn:
+        for part in _chunks(ids):
+            for r in conn.execute(sa.select(t).where(t.c.target == target,
+                                                     t.c.factura_id.in_(part))):
+                existing[r.factura_id] = r._mapping
+        new_rows = []
+        for fid in ids:
+            if fid in existing:
+                continue
+            factura = by_factura[fid]
+            mapped = map_factura(factura, profile, today, None)
+            valid = isinstance(mapped, Mapped)
+            new_rows.append({
+                "target": target, "factura_id": fid, "local": factura["local"],
+                "fecha": _as_date(factura["fecha"]), "tipo": _clip_str(factura["tipo"], 10),
+                "reference": mapped.reference[:120],
+                "official_sernr": mapped.official_sernr if valid else None,
+                "monto": mapped.amount if valid else _safe_amount(factura["monto"]),
+                "state": PENDING if valid else INVALID, "needs_lookup": False,
+                "attempts": 0, "last_error": None if valid else f"Datos inválidos: {mapped.reason}",
+                "created_at": now, "updated_at": now,
+            })
+        if new_rows:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(t), new_rows)
+            except IntegrityError:
+                # Another process registered some of them first: theirs stand.
+                for row in new_rows:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(sa.insert(t), [row])
+                    except IntegrityError:
+                        pass
+            for part in _chunks([r["factura_id"] for r in new_rows]):
+                for r in conn.execute(sa.select(t).where(t.c.target == target,
+                                                         t.c.factura_id.in_(part))):
+                    existing[r.factura_id] = r._mapping
+
+        result, changes = [], []
+        for fid in ids:
+            row = existing[fid]
+            factura = by_factura[fid]
+            state, reference, error = row["state"], row["reference"], row["last_error"]
+            if state in (PENDING, FAILED, INVALID):
+                mapped = map_factura(factura, profile, today, row["id"])
+                if isinstance(mapped, Invalid):
+                    new = (INVALID, mapped.reference, f"Datos inválidos: {mapped.reason}")
+                elif state == INVALID:
+                    new = (PENDING, mapped.reference, None)
+                else:
+                    new = (state, mapped.reference, error)
+                if new != (state, reference, error):
+                    state, reference, error = new
+                    changes.append({"b_id": row["id"], "b_state": state, "b_ref": reference[:120],
+                                    "b_err": error,
+                                    "b_off": mapped.official_sernr if isinstance(mapped, Mapped)
+                                    else row["official_sernr"], "b_now": now})
+            result.append(Registered(row["id"], factura, state, reference, bool(row["needs_lookup"]),
+                                     row["sernr"], error))
+        if changes:
+            conn.execute(
+                sa.update(t).where(t.c.id == sa.bindparam("b_id"),
+                                   t.c.state.in_((PENDING, FAILED, INVALID)))
+                .values(state=sa.bindparam("b_state"), reference=sa.bindparam("b_ref"),
+                        last_error=sa.bindparam("b_err"), official_sernr=sa.bindparam("b_off"),
+                        updated_at=sa.bindparam("b_now")),
+                changes)
+    return result
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _clip_str(value, limit: int) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+def _safe_amount(value):
+    from decimal import Decimal, InvalidOperation
+    try:
+        amount = Decimal(str(value))
+        return amount if amount.is_finite() and abs(amount) < Decimal("1e13") else None
+    except (InvalidOperation, ValueError):
+        return None
+
+
+# --- claims --------------------------------------------------------------------------
+
+CLAIMABLE = (PENDING, FAILED)
+
+
+def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
+          ) -> dict[int, bool]:
+    """Claim the invoices that are free (or whose claim expired), in one transaction.
+
+    Returns {state_id: needs_lookup} for the ones now ours. Taking over an expired
+    "sending" claim sets needs_lookup: its POST may have reached Oppen.
+    """
+    t = oppen_invoices
+    now = db.utcnow()
+    until = now + dt.timedelta(seconds=lease)
+    claimed: dict[int, bool] = {}
+    with engine.begin() as conn:
+        for part in _chunks(list(state_ids)):
+            # needs_lookup is assigned before state: MySQL evaluates SET left to right
+            # and would otherwise see the new state.
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id.in_(part),
+                       sa.or_(t.c.state.in_(CLAIMABLE),
+                              sa.and_(t.c.state == SENDING, t.c.claim_until < now)))
+                .ordered_values(
+                    (t.c.needs_lookup, sa.case((t.c.state == SENDING, sa.true()),
+                                               else_=t.c.needs_lookup)),
+                    (t.c.state, SENDING), (t.c.claim_owner, owner), (t.c.claim_until, until),
+                    (t.c.updated_at, now)))
+            for r in conn.execute(sa.select(t.c.id, t.c.needs_lookup)
+                                  .where(t.c.id.in_(part), t.c.claim_owner == owner,
+                                         t.c.state == SENDING)):
+                claimed[r.id] = bool(r.needs_lookup)
+    return claimed
+
+
+def renew_claims(conn: Connection, owner: str, until: dt.datetime) -> None:
+    t = oppen_invoices
+    conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
+                 .values(claim_until=until))
+
+
+def release_claims(conn: Connection, owner: str, reason: str) -> int:
+    """Hand back what a run claimed but never attempted (stopped early)."""
+    t = oppen_invoices
+    return conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
+                        .values(state=PENDING, claim_owner=None, claim_until=None,
+                                last_error=reason, updated_at=db.utcnow())).rowcount
+
+
+@dataclass
+class Attempt:
+    kind: str            # post, lookup, link
+    outcome: str         # sent, duplicate, rejected, unknown, refused, found, not_found, conflict, auth
+    at: dt.datetime
+    duration_ms: int
+    http_status: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed invoice in this run."""
+    state_id: int
+    reference: str
+    state: str                   # sent, failed, conflict, pending
+    needs_lookup: bool
+    sernr: int | None = None
+    error: str | None = None
+    http_status: int | None = None
+    request_body: str | None = None
+    response_body: str | None = None
+    posts: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Outcome],
+           progress: Mapping | None = None, lease: float | None = None) -> None:
+    """Write a batch of outcomes, their attempts and the run's progress in one transaction."""
+    t = oppen_invoices
+    now = db.utcnow()
+    with engine.begin() as conn:
+        if outcomes:
+            conn.execute(
+                sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.claim_owner == owner)
+                .values(state=sa.bindparam("b_state"), needs_lookup=sa.bindparam("b_lookup"),
+                        sernr=sa.func.coalesce(sa.bindparam("b_sernr", type_=sa.BigInteger),
+                                               t.c.sernr),
+                        attempts=t.c.attempts + sa.bindparam("b_posts", type_=sa.Integer),
+                        last_error=sa.bindparam("b_error"),
+                        last_http_status=sa.bindparam("b_status", type_=sa.Integer),
+                        request_body=sa.func.coalesce(sa.bindparam("b_req", type_=sa.Text),
+                                                      t.c.request_body),
+                        response_body=sa.func.coalesce(sa.bindparam("b_resp", type_=sa.Text),
+                                                       t.c.response_body),
+                        claim_owner=None, claim_until=None, updated_at=now,
+                        sent_at=sa.case((sa.bindparam("b_state") == SENT, now),
+                                        else_=t.c.sent_at)),
+                [{"b_id": o.state_id, "b_state": o.state, "b_lookup": o.needs_lookup,
+                  "b_sernr": o.sernr, "b_posts": o.posts, "b_error": clip(o.error, 4000),
+                  "b_status": o.http_status, "b_req": clip(o.request_body),
+                  "b_resp": clip(o.response_body)} for o in outcomes])
+            attempts = [{"invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
+                         "at": a.at, "duration_ms": a.duration_ms, "http_status": a.http_status,
+                         "outcome": a.outcome, "error": clip(a.error, 4000),
+                         "response_body": clip(a.response_body, 4000)}
+                        for o in outcomes for a in o.attempts]
+            if attempts:
+                conn.execute(sa.insert(oppen_attempts), attempts)
+        if run_id is not None and progress is not None:
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id)
+                         .values(heartbeat_at=now, **progress))
+        if lease is not None:
+            until = now + dt.timedelta(seconds=lease)
+            renew_claims(conn, owner, until)
+            conn.execute(sa.update(oppen_run_locks).where(oppen_run_locks.c.owner == owner)
+                         .values(lease_until=until))
+
+
+# --- runs and their locks ------------------------------------------------------------
+
+def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[str, dt.date]],
+              username: str | None, reason: str | None, lease: float, owner: str,
+              local: str | None = None, fecha: dt.date | None = None) -> int:
+    """Create the run and take the lock of every local/day it touches, or refuse.
+
+    Raises RunInProgress naming the local/day that another live run holds.
+    """
+    now = db.utcnow()
+    until = now + dt.timedelta(seconds=lease)
+    L = oppen_run_locks
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.insert(oppen_runs).values(
+            target=target, kind=kind, local=local, fecha=fecha, username=username,
+            reason=reason, owner=owner, state=db.RUNNING, started_at=now, heartbeat_at=now,
+            total=0, processed=0, exitosas=0, fallidas=0)).inserted_primary_key[0]
+    taken: list[tuple[str, dt.date]] = []
+    try:
+        for day_local, day in sorted(set(days)):
+            if not _take_lock(engine, target, day_local, day, run_id, owner, now, until):
+                raise RunInProgress(f"Ya hay una sincronización en curso para {day_local} "
+                                    f"{day.isoformat()}; esperá a que termine.")
+            taken.append((day_local, day))
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(L).where(L.c.owner == owner))
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
+                state=db.ERROR, finished_at=db.utcnow(),
+                message="No se inició: ya había otra sincronización en curso"))
+        raise
+    return run_id
+
+
+def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: int,
+               owner: str, now: dt.datetime, until: dt.datetime) -> bool:
+    L = oppen_run_locks
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(L).values(target=target, local=local, fecha=fecha,
+                                             run_id=run_id, owner=owner, lease_until=until))
+        return True
+    except IntegrityError:
+        pass
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(L.c.run_id, L.c.owner).where(
+            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
+            L.c.lease_until < now)).first()
+        if row is None:
+            return False
+        dead_owner = row.owner
+        taken = conn.execute(sa.update(L).where(
+            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
+            L.c.lease_until < now).values(run_id=run_id, owner=owner, lease_until=until)).rowcount
+        if taken:
+            # Its owner is gone: let its in-flight claims be taken over (and looked up).
+            t = oppen_invoices
+            conn.execute(sa.update(t).where(t.c.claim_owner == dead_owner, t.c.state == SENDING)
+                         .values(claim_until=now - dt.timedelta(seconds=1)))
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == row.run_id,
+                                                     oppen_runs.c.state == db.RUNNING)
+                         .values(state=db.INTERRUPTED, finished_at=now,
+                                 message="Interrumpida: el proceso dejó de responder"))
+        return bool(taken)
+
+
+def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: Mapping,
+               message: str) -> None:
+    L = oppen_run_locks
+    with engine.begin() as conn:
+        release_claims(conn, owner, "No se intentó: la sincronización terminó antes")
+        conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
+            state=state, finished_at=db.utcnow(), total=summary.get("total", 0),
+            processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),
+            fallidas=summary.get("fallidas", 0), current_ref=None, message=message,
+            result_json=json.dumps(_short_result(summary), ensure_ascii=False, default=str)))
+        conn.execute(sa.delete(L).where(L.c.owner == owner))
+
+
+def _short_result(summary: Mapping) -> dict:
+    result = dict(summary)
+    errors = list(result.get("errores") or [])
+    if len(errors) > 200:
+        result["errores"] = errors[:200]
+        result["errores_omitidos"] = len(errors) - 200
+    return result
+
+
+def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str) -> None:
+    """Record why a set of unsent invoices was not attempted (e.g. authentication failed)."""
+    t = oppen_invoices
+    with engine.begin() as conn:
+        for part in _chunks(list(state_ids)):
+            conn.execute(sa.update(t).where(t.c.id.in_(part), t.c.state.in_(CLAIMABLE))
+                         .values(last_error=reason, updated_at=db.utcnow()))
+
+
+def states_of(engine: Engine, state_ids: Sequence[int]) -> dict[int, Mapping]:
+    t = oppen_invoices
+    out = {}
+    with engine.connect() as conn:
+        for part in _chunks(list(state_ids)):
+            for r in conn.execute(sa.select(t).where(t.c.id.in_(part))):
+                out[r.id] = r._mapping
+    return out

@@ -1,0 +1,135 @@
+"""Shared fixtures: a real database per test (SQLite, and MariaDB when TEST_MYSQL_URL is
+set) and a real Oppen sandbox on a free loopback port. Nothing here mocks HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sync import db  # noqa: E402
+from sync.client import OppenClient  # noqa: E402
+from sync.config import Settings, validate  # noqa: E402
+from sync.exporter import Policy  # noqa: E402
+from sync.sandbox import Faults, OppenSandbox  # noqa: E402
+
+MYSQL_URL = os.environ.get("TEST_MYSQL_URL")
+BACKENDS = ["sqlite"] + (["mysql"] if MYSQL_URL else [])
+DAY = dt.date(2025, 1, 5)
+TODAY = dt.date(2025, 1, 6)
+
+
+def pytest_report_header(config):
+    if MYSQL_URL:
+        return "database tests: sqlite + mysql (TEST_MYSQL_URL is set)"
+    return "database tests: sqlite only (set TEST_MYSQL_URL to also run them on MariaDB/MySQL)"
+
+
+def _mysql_database(name: str):
+    """A fresh database on the MariaDB server, dropped afterwards."""
+    base = make_url(MYSQL_URL)
+    admin = sa.create_engine(base.set(drivername="mysql+pymysql"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    admin.dispose()
+    return base.set(database=name), base
+
+
+def _drop_mysql_database(base, name: str) -> None:
+    admin = sa.create_engine(base.set(drivername="mysql+pymysql"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    name = f"sync_test_{uuid.uuid4().hex[:12]}"
+    url, base = _mysql_database(name)
+    yield url.render_as_string(hide_password=False)
+    _drop_mysql_database(base, name)
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = db.make_engine(db_url)
+    db.init_db(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def password():
+    return "pw-" + secrets.token_urlsafe(12)
+
+
+@pytest.fixture
+def sandbox(password):
+    with OppenSandbox(password=password, faults=Faults(seed=1)) as box:
+        yield box
+
+
+@pytest.fixture
+def settings(db_url, sandbox, password):
+    return validate(Settings(database_url=db_url, oppen_env="sandbox", base_url=sandbox.url,
+                             username="API", password=password, timeout=2.0,
+                             backoff_base=0.001, backoff_cap=0.01, lease_seconds=30,
+                             concurrency=4))
+
+
+@pytest.fixture
+def client(settings):
+    with OppenClient(base_url=settings.base_url, api=settings.api, username=settings.username,
+                     password=settings.password, timeout=settings.timeout) as c:
+        yield c
+
+
+@pytest.fixture
+def policy():
+    return Policy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01, breaker_threshold=10,
+                  sleep=lambda s: None)
+
+
+def add_factura(engine, local, tipo, pv, nro, monto, *, fecha=DAY, hour=10, estado="ok") -> int:
+    with engine.begin() as conn:
+        return conn.execute(sa.insert(db.facturas_trns).values(
+            local=local, fecha=dt.datetime.combine(fecha, dt.time(hour, 0)), tipo=tipo,
+            punto_venta=pv, nro_factura=nro,
+            monto=None if monto is None else Decimal(str(monto)), estado=estado)
+        ).inserted_primary_key[0]
+
+
+def close_day(engine, local, fecha=DAY) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.cierres_locales).values(
+            local=local, fecha=fecha, cerrado_en=dt.datetime.combine(fecha, dt.time(22, 0))))
+
+
+def add_advance(engine, local, fecha=DAY, estado="pendiente") -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.anticipos).values(local=local, fecha=fecha,
+                                                    monto=Decimal("100"), estado=estado))
+
+
+def states(engine, local=None, fecha=DAY):
+    t = db.oppen_invoices
+    query = sa.select(t.c.reference, t.c.state, t.c.sernr, t.c.attempts).order_by(t.c.id)
+    if local:
+        query = query.where(t.c.local == local, t.c.fecha == fecha)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]
