@@ -250,11 +250,16 @@ def renew_claims(conn: Connection, owner: str, until: dt.datetime) -> None:
 
 
 def release_claims(conn: Connection, owner: str, reason: str) -> int:
-    """Hand back what a run claimed but never attempted (stopped early)."""
+    """Hand back claims a run ends without an outcome for (it was interrupted).
+
+    Their POST may have left before the interruption, so the next run must look
+    them up first.
+    """
     t = oppen_invoices
     return conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
-                        .values(state=PENDING, claim_owner=None, claim_until=None,
-                                last_error=reason, updated_at=db.utcnow())).rowcount
+                        .values(state=PENDING, needs_lookup=True, claim_owner=None,
+                                claim_until=None, last_error=reason,
+                                updated_at=db.utcnow())).rowcount
 
 
 @dataclass
@@ -397,7 +402,7 @@ def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: 
                message: str) -> None:
     L = oppen_run_locks
     with engine.begin() as conn:
-        release_claims(conn, owner, "No se intentó: la sincronización terminó antes")
+        release_claims(conn, owner, "No se envió: la sincronización se interrumpió; se verificará en Oppen antes de reenviar")
         conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
             state=state, finished_at=db.utcnow(), total=summary.get("total", 0),
             processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),

@@ -1,0 +1,282 @@
+"""The sync beyond the seed's cases: idempotence, invalid rows, resend, targets, status,
+accounting, hostile text and secrets. Real database, real sandbox over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from sync import db, service
+from sync.audit import mark_audited
+from sync.errors import AuditRefused, NotFound, RunInProgress
+from sync.exporter import Policy
+
+from conftest import DAY, TODAY, add_factura, close_day, states
+
+
+def audit(engine, settings, local, client, policy, fecha=DAY):
+    return mark_audited(engine, settings, local, fecha, "auditora", client=client, policy=policy,
+                        today=TODAY)
+
+
+def posts(sandbox):
+    return [e for e in sandbox.request_log() if e["method"] == "POST" and e["path"] == "Invoice"]
+
+
+def test_second_sync_sends_nothing(engine, settings, client, policy, sandbox):
+    close_day(engine, "MATRIZ")
+    for n in range(3):
+        add_factura(engine, "MATRIZ", "B", "1", str(100 + n), 10 + n)
+    assert audit(engine, settings, "MATRIZ", client, policy)["oppen_sync"]["exitosas"] == 3
+    before = len(sandbox.request_log())
+
+    again = service.sync_facturas_to_oppen(engine, settings, "MATRIZ", DAY, client=client,
+                                           policy=policy, today=TODAY)
+    resent = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+                            client=client, policy=policy, today=TODAY)
+
+    assert len(sandbox.request_log()) == before  # not one request
+    assert again["total"] == 0 and again["ya_enviadas"] == 3 and again["success"]
+    assert again["message"] == "Las 3 factura(s) ya estaban enviadas a Oppen"
+    assert resent["total"] == 0 and resent["ya_enviadas"] == 3
+    assert len(sandbox.invoices()) == 3
+
+
+def test_only_ok_rows_of_that_calendar_day(engine, settings, client, policy, sandbox):
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "1", "1", 10, hour=0)
+    add_factura(engine, "MATRIZ", "A", "1", "2", 10, hour=23)
+    add_factura(engine, "MATRIZ", "A", "1", "3", 10, estado="anulada")
+    add_factura(engine, "MATRIZ", "A", "1", "4", 10, fecha=DAY + dt.timedelta(days=1), hour=0)
+    add_factura(engine, "MATRIZ", "A", "1", "5", 10, fecha=DAY - dt.timedelta(days=1), hour=23)
+    add_factura(engine, "OTRO", "A", "1", "6", 10)
+    result = audit(engine, settings, "MATRIZ", client, policy)
+    assert result["oppen_sync"]["total"] == 2
+    assert sorted(i["OfficialSerNr"] for i in sandbox.invoices()) == ["0001-00000001",
+                                                                      "0001-00000002"]
+
+
+def test_invalid_rows_are_never_sent_and_name_the_field(engine, settings, client, policy, sandbox):
+    close_day(engine, "BELGRANO")
+    add_factura(engine, "BELGRANO", "B", "7", "501", 2500)
+    bad = {
+        "tipo": add_factura(engine, "BELGRANO", "X", "7", "502", 10),
+        "nro_factura": add_factura(engine, "BELGRANO", "B", "7", "5O3", 10),
+        "punto_venta": add_factura(engine, "BELGRANO", "B", "12345", "504", 10),
+        "monto": add_factura(engine, "BELGRANO", "B", "7", "505", 0),
+    }
+    add_factura(engine, "BELGRANO", "B", "7", "506", None)
+
+    result = audit(engine, settings, "BELGRANO", client, policy)["oppen_sync"]
+
+    assert (result["total"], result["exitosas"], result["fallidas"]) == (6, 1, 5)
+    assert result["invalidas"] == 5
+    errors = [e["error"] for e in result["errores"]]
+    for field in ("tipo", "nro_factura", "punto_venta", "monto"):
+        assert any(err.startswith("Datos inválidos: " + field) for err in errors), field
+    assert [i["OfficialSerNr"] for i in sandbox.invoices()] == ["0007-00000501"]
+    assert all(e["official_sernr"] == "0007-00000501" for e in posts(sandbox))
+
+    # The host application fixes a row: the resend picks it up and sends it.
+    with engine.begin() as conn:
+        conn.execute(sa.update(db.facturas_trns).where(db.facturas_trns.c.id == bad["monto"])
+                     .values(monto=99))
+    again = service.resend(engine, settings, user="admin", local="BELGRANO", fecha=DAY,
+                           client=client, policy=policy, today=TODAY)
+    assert again["exitosas"] == 1 and again["invalidas"] == 4
+    assert len(sandbox.invoices()) == 2
+
+
+def test_client_sernr_is_allocated_once_and_reused(engine, settings, client, policy, sandbox):
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    sandbox.set_faults(down=True)
+    first = audit(engine, settings, "MATRIZ", client, policy)
+    assert "oppen_error" in first
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.oppen_invoices)).one()
+    assert row.state == "pending" and row.sernr is None
+    sernr = settings.mapping.sernr_base + row.id
+    sandbox.set_faults(down=False)
+    service.resend(engine, settings, user="admin", client=client, policy=policy, today=TODAY)
+    (stored,) = sandbox.invoices()
+    assert stored["SerNr"] == sernr > 2 ** 31
+    assert states(engine) == [("A 0005-00000001", "sent", sernr, 1)]
+
+
+def test_server_assigned_sernr_is_stored(engine, settings, client, policy, sandbox):
+    settings = settings.replace(mapping=settings.mapping.replace(sernr_mode="server"))
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    audit(engine, settings, "MATRIZ", client, policy)
+    (stored,) = sandbox.invoices()
+    assert (stored.get("SerNr") or 0) > 2 ** 31
+    assert states(engine)[0][2] == stored["SerNr"]
+    assert "SerNr" not in json.loads(posts_body(engine))
+
+
+def posts_body(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(db.oppen_invoices.c.request_body)).scalar()
+
+
+def test_state_is_per_target(engine, settings, client, policy, sandbox, password):
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    audit(engine, settings, "MATRIZ", client, policy)
+    production = settings.replace(oppen_env="production")
+    rows = service.status(engine, production, "MATRIZ", DAY)
+    assert [r["estado"] for r in rows] == ["pending"]
+    assert rows[0]["ultimo_error"] == "Todavía no se sincronizó"
+    assert [r["estado"] for r in service.status(engine, settings, "MATRIZ", DAY)] == ["sent"]
+
+
+def test_resend_refuses_unaudited_days_and_unknown_invoices(engine, settings, client, policy):
+    close_day(engine, "MATRIZ")
+    fid = add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    with pytest.raises(AuditRefused, match="no está auditado"):
+        service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY, client=client)
+    with pytest.raises(AuditRefused, match="no está auditado"):
+        service.resend(engine, settings, user="admin", invoice_ids=[fid], client=client)
+    with pytest.raises(NotFound, match="No existe la factura 999"):
+        service.resend(engine, settings, user="admin", invoice_ids=[999], client=client)
+    with pytest.raises(NotFound, match="no existe"):
+        service.resend(engine, settings, user="admin", local="NADIE", fecha=DAY, client=client)
+
+
+def test_resend_of_chosen_invoices_records_who_and_why(engine, settings, client, policy, sandbox):
+    close_day(engine, "PALERMO")
+    ids = [add_factura(engine, "PALERMO", "A", "5", str(n), 10) for n in (1, 2, 3)]
+    sandbox.set_faults(error_rate=1.0)
+    result = audit(engine, settings, "PALERMO", client, policy)["oppen_sync"]
+    assert result["fallidas"] == 3
+    sandbox.set_faults(error_rate=0.0)
+
+    result = service.resend(engine, settings, user="admin", invoice_ids=[ids[0]],
+                            reason="Oppen volvió", client=client, policy=policy, today=TODAY)
+
+    assert (result["total"], result["exitosas"]) == (1, 1)
+    assert [s for _, s, _, _ in states(engine, "PALERMO")] == ["sent", "failed", "failed"]
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(db.oppen_runs).where(db.oppen_runs.c.kind == "resend")).one()
+    assert (run.username, run.reason, run.state, run.exitosas) == ("admin", "Oppen volvió", "done", 1)
+
+
+def test_accounting_identity_and_status(engine, settings, client, policy, sandbox):
+    close_day(engine, "MIX")
+    add_factura(engine, "MIX", "A", "5", "1", 10)
+    add_factura(engine, "MIX", "A", "5", "2", -1)
+    add_factura(engine, "MIX", "A", "5", "3", 10)
+    sandbox.add_invoice({"OfficialSerNr": "0005-00000003", "TransDate": "2025-01-05",
+                         "Items": [{"ArtCode": "1", "Qty": 1, "Price": 1.0}]})
+    audit(engine, settings, "MIX", client, policy)
+    counts = service.day_accounting(engine, settings, "MIX", DAY)
+    assert counts == {"sent": 1, "failed": 1, "invalid": 1, "pending": 0, "conflict": 0,
+                      "total": 3}
+    rows = service.status(engine, settings, "MIX", DAY)
+    failed = [r for r in rows if r["estado"] == "failed"][0]
+    assert failed["http_status"] == 409 and failed["intentos"] == 1
+    assert failed["ultimo_error"] == "Error HTTP 409: Duplicate invoice"
+
+
+def test_link_duplicate_after_comparing(engine, settings, client, policy, sandbox):
+    close_day(engine, "MIX")
+    add_factura(engine, "MIX", "A", "5", "3", 10)
+    add_factura(engine, "MIX", "A", "5", "4", 10)
+    same = sandbox.add_invoice({"OfficialSerNr": "0005-00000003", "TransDate": "2025-01-05",
+                                "CustCode": "C00001", "Labels": "Local|MIX",
+                                "Items": [{"ArtCode": "271240051", "Qty": 1, "Price": 10.0}]})
+    sandbox.add_invoice({"OfficialSerNr": "0005-00000004", "TransDate": "2024-12-31",
+                         "Items": [{"ArtCode": "1", "Qty": 1, "Price": 99.0}]})
+    audit(engine, settings, "MIX", client, policy)
+    ids = {r["referencia"]: r["id"] for r in service.status(engine, settings, "MIX", DAY)}
+
+    # Only Oppen's SerNr differs, and it is ours to take: link it.
+    client_mode = settings.replace(mapping=settings.mapping.replace(sernr_mode="server"))
+    linked = service.link_duplicate(engine, client_mode, ids["A 0005-00000003"], user="admin",
+                                    reason="ya estaba cargada a mano", client=client, today=TODAY)
+    assert linked["linked"] is True
+    refused = service.link_duplicate(engine, client_mode, ids["A 0005-00000004"], user="admin",
+                                     reason="probar", client=client, today=TODAY)
+    assert refused["linked"] is False
+    assert any(d.startswith("TransDate") for d in refused["differences"])
+    rows = {r["referencia"]: r for r in service.status(engine, settings, "MIX", DAY)}
+    assert rows["A 0005-00000003"]["estado"] == "sent"
+    assert rows["A 0005-00000003"]["sernr"] == same["SerNr"]
+    assert rows["A 0005-00000004"]["estado"] == "failed"
+
+
+@pytest.mark.parametrize("name", ["O'Brien; DROP TABLE facturas_trns;--", "Ñandú \"Sur\" <b>x</b>",
+                                  "北京店", "tab\tnew\nline\x07"])
+def test_hostile_local_names_are_just_text(engine, settings, client, policy, sandbox, name):
+    close_day(engine, name)
+    add_factura(engine, name, "A", "5", "1", 10)
+    result = audit(engine, settings, name, client, policy)
+    assert result["msg"].startswith(f"Local {name} marcado como auditado")
+    assert result["oppen_sync"]["exitosas"] == 1
+    assert sandbox.invoices()[0]["Labels"] == f"Local|{name}"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar() == 1
+    assert service.status(engine, settings, name, DAY)[0]["local"] == name
+
+
+def test_concurrent_runs_for_one_day_never_both_send(engine, settings, client, policy, sandbox):
+    close_day(engine, "MATRIZ")
+    for n in range(40):
+        add_factura(engine, "MATRIZ", "B", "1", str(n + 1), 10)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY,
+                                                            auditor="x"))
+    sandbox.set_faults(latency_ms=5)
+    outcomes, lock = [], threading.Lock()
+
+    def one():
+        worker = client.clone()
+        try:
+            r = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+                               client=worker, policy=policy, today=TODAY)
+            with lock:
+                outcomes.append(("ran", r["exitosas"]))
+        except RunInProgress as exc:
+            with lock:
+                outcomes.append(("busy", exc.message))
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = [o for o in outcomes if o[0] == "ran"]
+    assert sum(n for _, n in sent) == 40
+    assert all("Ya hay una sincronización en curso" in m for k, m in outcomes if k == "busy")
+    numbers = [e["official_sernr"] for e in posts(sandbox)]
+    assert len(numbers) == len(set(numbers)) == 40
+
+
+def test_no_secret_in_logs_results_or_database(engine, settings, client, policy, sandbox, caplog,
+                                               password):
+    caplog.set_level(logging.DEBUG)
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    add_factura(engine, "MATRIZ", "A", "5", "2", 0)
+    sandbox.set_faults(token_max_uses=2)
+    result = audit(engine, settings, "MATRIZ", client, policy)
+    token = client.tokens.get()
+    bad = client.__class__(base_url=settings.base_url, api="ApiNg", username="API",
+                           password=password + "x", timeout=1)
+    close_day(engine, "OTRO")
+    add_factura(engine, "OTRO", "A", "6", "1", 10)
+    refused = audit(engine, settings, "OTRO", bad, policy)
+    produced = [caplog.text, json.dumps(result), json.dumps(refused), repr(settings)]
+    with engine.connect() as conn:
+        for table in (db.oppen_invoices, db.oppen_attempts, db.oppen_runs):
+            produced.extend(str(tuple(r)) for r in conn.execute(sa.select(table)))
+    everything = "\n".join(produced)
+    assert "📤 Enviando factura A 0005-00000001" in caplog.text
+    assert password not in everything
+    assert token and token not in everything
