@@ -81,24 +81,30 @@ def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha
 
 def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
                fecha: dt.date | None = None) -> list[tuple[str, dt.date]]:
-    """The audited local/days that have something not sent (or never registered)."""
-    t, a = oppen_invoices, db.locales_auditados
+    """The audited local/days with something not in Oppen: unsent, or never registered
+    (audited while Oppen was unreachable, or before this target was configured)."""
+    t, a, f = oppen_invoices, db.locales_auditados, db.facturas_trns
+    audited_filter = []
+    if local:
+        audited_filter.append(a.c.local == local)
+    if fecha:
+        audited_filter.append(a.c.fecha == fecha)
+    unsent = (sa.select(a.c.local, a.c.fecha).distinct()
+              .select_from(a.join(t, sa.and_(t.c.local == a.c.local, t.c.fecha == a.c.fecha)))
+              .where(t.c.target == settings.target,
+                     t.c.state.in_((PENDING, FAILED, INVALID, SENDING)), *audited_filter))
+    # DATE(fecha) is not index-friendly, but this is an admin's occasional sweep.
+    unregistered = (sa.select(a.c.local, a.c.fecha).distinct()
+                    .select_from(a.join(f, sa.and_(f.c.local == a.c.local,
+                                                   sa.func.date(f.c.fecha) == a.c.fecha,
+                                                   f.c.estado == "ok"))
+                                 .outerjoin(t, sa.and_(t.c.target == settings.target,
+                                                       t.c.factura_id == f.c.id)))
+                    .where(t.c.id.is_(None), *audited_filter))
     with engine.connect() as conn:
-        query = (sa.select(t.c.local, t.c.fecha).distinct()
-                 .where(t.c.target == settings.target,
-                        t.c.state.in_((PENDING, FAILED, INVALID, SENDING))))
-        if local:
-            query = query.where(t.c.local == local)
-        if fecha:
-            query = query.where(t.c.fecha == fecha)
-        days = {(r.local, r.fecha) for r in conn.execute(query)}
-        audited = sa.select(a.c.local, a.c.fecha)
-        if local:
-            audited = audited.where(a.c.local == local)
-        if fecha:
-            audited = audited.where(a.c.fecha == fecha)
-        audited_days = {(r.local, r.fecha) for r in conn.execute(audited)}
-    return sorted(days & audited_days)
+        days = {(r.local, r.fecha) for r in conn.execute(unsent)}
+        days |= {(r.local, r.fecha) for r in conn.execute(unregistered)}
+    return sorted(days)
 
 
 def resend(engine: Engine, settings: Settings, *, user: str, local: str | None = None,
