@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
 
     sub.add_parser("hash-password", help="generar el hash bcrypt de una contraseña de la consola")
+
+    p = sub.add_parser("bench", help="medir la velocidad contra el sandbox (bases temporales)")
+    p.add_argument("--n", type=int, default=1000, help="facturas por corrida (1000)")
+    p.add_argument("--latency-ms", type=float, default=20.0, help="latencia del sandbox (20)")
+    p.add_argument("--concurrency", type=int, default=8, help="envíos simultáneos (8)")
+    p.add_argument("--rows", type=int, default=0,
+                   help="medir las consultas de la consola sobre esta cantidad de facturas "
+                        "(p. ej. 1000000)")
+    p.add_argument("--preview-n", type=int, default=10000,
+                   help="facturas del local/día de la vista previa medida (10000)")
+    p.add_argument("--memory-n", type=int, default=0,
+                   help="medir la memoria de una corrida de esta cantidad (p. ej. 100000)")
+    p.add_argument("--json", default=None, help="guardar los resultados en este archivo")
     return parser
 
 
@@ -302,7 +315,17 @@ def cmd_hash_password(args, settings: Settings) -> int:
     return OK
 
 
-COMMANDS = {"init-db": cmd_init_db, "audit": cmd_audit, "preview": cmd_preview,
+def cmd_bench(args, settings: Settings) -> int:
+    from .bench import main as bench_main
+    for name in ("n", "concurrency"):
+        if getattr(args, name) < 1:
+            raise SyncError(f"--{name} debe ser mayor que 0")
+    if args.latency_ms < 0 or args.rows < 0 or args.memory_n < 0:
+        raise SyncError("--latency-ms, --rows y --memory-n no pueden ser negativos")
+    return bench_main(args)
+
+
+COMMANDS = {"init-db": cmd_init_db, "bench": cmd_bench, "audit": cmd_audit, "preview": cmd_preview,
             "resend": cmd_resend, "status": cmd_status, "sandbox": cmd_sandbox,
             "hash-password": cmd_hash_password}
 

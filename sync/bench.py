@@ -1,0 +1,185 @@
+"""`python -m sync bench`: how fast the sync is, against the sandbox, on this machine.
+
+Measures (a) a sequential reference that does what the seed does (one POST after
+another over one session, one commit per invoice) against (b) the project at its
+configured concurrency, both on the same invoices and the same sandbox latency; the
+per-invoice overhead with zero latency; optionally the console's queries on a
+database of a million invoices, and the peak memory of a 100,000-invoice run.
+Speed targets live here, never in timed tests. Everything runs on loopback and on
+temporary databases: the configured database and Oppen are never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import db, service, store
+from .client import OppenClient
+from .config import PROJECT_DIR, Settings, validate
+from .mapping import Mapped, map_invoice
+from .sandbox import Faults, OppenSandbox
+
+BENCH_DAY = dt.date(2025, 1, 5)
+
+
+def _seed(engine, n: int, *, local: str = "BENCH", fecha: dt.date = BENCH_DAY,
+          audited: bool = True) -> None:
+    rows = [{"local": local, "fecha": dt.datetime.combine(fecha, dt.time(12, 0)),
+             "tipo": "AB"[i % 2], "punto_venta": "1", "nro_factura": str(i + 1),
+             "monto": Decimal(1000 + i % 5000) / 4, "estado": "ok"} for i in range(n)]
+    with engine.begin() as conn:
+        for start in range(0, n, 20000):
+            conn.execute(sa.insert(db.facturas_trns), rows[start:start + 20000])
+        conn.execute(sa.insert(db.cierres_locales).values(local=local, fecha=fecha))
+        if audited:
+            conn.execute(sa.insert(db.locales_auditados).values(local=local, fecha=fecha,
+                                                                auditor="bench"))
+
+
+def _window(sandbox: OppenSandbox, latency_ms: float) -> float:
+    """From the first invoice request Oppen receives to its last answer, in seconds."""
+    times = [e["t"] for e in sandbox.request_log() if e["path"] == "Invoice"]
+    if not times:
+        return 0.0
+    return max(times) - min(times) + latency_ms / 1000
+
+
+def sequential_reference(engine, sandbox: OppenSandbox, password: str, settings: Settings) -> float:
+    """The seed's way: one POST after another over one session, one commit per invoice."""
+    bench_log = sa.Table("bench_reference_sent", sa.MetaData(),
+                         sa.Column("factura_id", sa.BigInteger, primary_key=True),
+                         sa.Column("sernr", sa.BigInteger), sa.Column("sent_at", sa.DateTime))
+    bench_log.create(engine, checkfirst=True)
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        facturas = store.read_facturas(conn, "BENCH", BENCH_DAY)
+    with OppenClient(base_url=sandbox.url, api=settings.api, username="API", password=password,
+                     timeout=settings.timeout, pool_size=1) as client:
+        client.authenticate()
+        for n, factura in enumerate(facturas):
+            mapped = map_invoice(factura, settings.mapping, today=BENCH_DAY,
+                                 sernr=settings.mapping.sernr_base + 10_000_000 + n)
+            assert isinstance(mapped, Mapped)
+            record = client.create_invoice(mapped.payload)
+            with engine.begin() as conn:
+                conn.execute(sa.insert(bench_log).values(factura_id=factura["id"],
+                                                         sernr=record.get("SerNr"),
+                                                         sent_at=db.utcnow()))
+    return time.perf_counter() - started
+
+
+def project_run(engine, sandbox: OppenSandbox, password: str, settings: Settings) -> dict:
+    started = time.perf_counter()
+    with OppenClient(base_url=sandbox.url, api=settings.api, username="API", password=password,
+                     timeout=settings.timeout, pool_size=settings.concurrency) as client:
+        result = service.resend(engine, settings, user="bench", local="BENCH", fecha=BENCH_DAY,
+                                client=client, today=BENCH_DAY)
+    return {"seconds": time.perf_counter() - started, "exitosas": result["exitosas"],
+            "total": result["total"]}
+
+
+def bench_sending(n: int, latency_ms: float, concurrency: int, *, sequential: bool = True) -> dict:
+    password = secrets.token_urlsafe(12)
+    out: dict = {"n": n, "latency_ms": latency_ms, "concurrency": concurrency}
+    with tempfile.TemporaryDirectory() as tmp, \
+            OppenSandbox(password=password, faults=Faults(latency_ms=latency_ms)) as sandbox:
+        url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        engine = db.make_engine(url)
+        db.init_db(engine)
+        _seed(engine, n)
+        settings = validate(Settings(database_url=url, base_url=sandbox.url, username="API",
+                                     password=password, concurrency=concurrency, timeout=30))
+        if sequential:
+            out["sequential_s"] = sequential_reference(engine, sandbox, password, settings)
+            out["sequential_window_s"] = _window(sandbox, latency_ms)
+            sandbox.reset()
+        run = project_run(engine, sandbox, password, settings)
+        if run["exitosas"] != n:
+            raise RuntimeError(f"el benchmark envió {run['exitosas']} de {n}")
+        out["project_s"] = run["seconds"]
+        out["project_window_s"] = _window(sandbox, latency_ms)
+        stored = len(sandbox.invoices())
+        if stored != n:
+            raise RuntimeError(f"el sandbox recibió {stored} facturas de {n}")
+        engine.dispose()
+    out["ideal_s"] = n * latency_ms / 1000 / concurrency
+    return out
+
+
+def bench_memory(n: int, concurrency: int) -> dict:
+    """Peak resident memory of a CLI process syncing `n` invoices (sandbox in this process)."""
+    password = secrets.token_urlsafe(12)
+    with tempfile.TemporaryDirectory() as tmp, OppenSandbox(password=password) as sandbox:
+        url = f"sqlite:///{Path(tmp) / 'mem.sqlite3'}"
+        engine = db.make_engine(url)
+        db.init_db(engine)
+        _seed(engine, n)
+        engine.dispose()
+        env = dict(os.environ, DATABASE_URL=url, OPPEN_ENV="sandbox", OPPEN_BASE_URL=sandbox.url,
+                   OPPEN_USERNAME="API", OPPEN_PASSWORD=password,
+                   OPPEN_CONCURRENCY=str(concurrency),
+                   OPPEN_SECRETS_FILE=str(Path(tmp) / "none.toml"))
+        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = subprocess.run([sys.executable, "-m", "sync", "resend", "BENCH",
+                               BENCH_DAY.isoformat()], cwd=PROJECT_DIR, env=env,
+                              capture_output=True, text=True)
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"la corrida de memoria falló: {proc.stderr.strip()[:300]}")
+        stored = len(sandbox.invoices())
+    return {"n": n, "peak_rss_mb": max(peak_kb, before) / 1024, "seconds": seconds,
+            "stored": stored}
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def main(args) -> int:
+    report: dict = {}
+    print(f"Benchmark en {os.cpu_count()} núcleo(s); sandbox en loopback; SQLite temporal.")
+    send = bench_sending(args.n, args.latency_ms, args.concurrency)
+    report["sending"] = send
+    seq, proj, ideal = send["sequential_s"], send["project_s"], send["ideal_s"]
+    print(f"\n(a) secuencial (como el seed), N={send['n']}, L={send['latency_ms']:g} ms: "
+          f"{_fmt(seq)}  ({send['n'] / seq:.0f} facturas/s)")
+    print(f"(b) proyecto, C={send['concurrency']}: {_fmt(proj)} en total  "
+          f"({send['n'] / proj:.0f} facturas/s); ventana de envío {_fmt(send['project_window_s'])}")
+    print(f"    aceleración (a)/(b): {seq / proj:.2f}×")
+    if ideal:
+        print(f"    ideal N×L/C = {_fmt(ideal)}; ventana/ideal = "
+              f"{send['project_window_s'] / ideal:.3f}×; total/ideal = {proj / ideal:.3f}×")
+
+    zero = bench_sending(args.n, 0.0, args.concurrency, sequential=False)
+    report["zero_latency"] = zero
+    print(f"\nLatencia 0, N={zero['n']}, C={zero['concurrency']}: {_fmt(zero['project_s'])} → "
+          f"{zero['n'] / zero['project_s']:.0f} facturas/s de punta a punta "
+          f"({zero['project_s'] / zero['n'] * 1000:.2f} ms por factura, con escrituras en la base)")
+
+    if args.rows:
+        from .bench_queries import bench_queries
+        report["queries"] = bench_queries(args.rows, args.preview_n)
+    if args.memory_n:
+        mem = bench_memory(args.memory_n, args.concurrency)
+        report["memory"] = mem
+        print(f"\nMemoria: corrida de {mem['n']} facturas en un proceso aparte: pico "
+              f"{mem['peak_rss_mb']:.0f} MB de RSS, {_fmt(mem['seconds'])}, "
+              f"{mem['stored']} recibidas por el sandbox")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nResultados en {args.json}")
+    return 0
