@@ -43,6 +43,8 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Held while logging in, so that N workers finding no token log in once.
+        self.refresh_lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
 
@@ -57,6 +59,11 @@ class TokenCache:
             self._token = token
             self._expires_at = time.monotonic() + max(expires_in - TOKEN_MARGIN, expires_in / 2)
 
+    def current(self) -> str | None:
+        """The token even if expired: only for scrubbing it out of texts."""
+        with self._lock:
+            return self._token
+
     def drop(self, token: str) -> None:
         """Forget `token` if it is still the current one (another thread may have renewed it)."""
         with self._lock:
@@ -67,6 +74,16 @@ class TokenCache:
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def redact(text: str | None, secrets: tuple[str | None, ...]) -> str | None:
+    """Oppen's answer with our password and token blanked out, should it echo them."""
+    if not text:
+        return text
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def answer_text(resp: requests.Response) -> str:
@@ -85,11 +102,12 @@ def answer_text(resp: requests.Response) -> str:
     return _short(json.dumps(body, ensure_ascii=False))
 
 
-def error_for_response(resp: requests.Response) -> OppenError:
+def error_for_response(resp: requests.Response, secrets: tuple[str | None, ...] = ()
+                       ) -> OppenError:
     """The one place where an HTTP answer becomes an error class."""
     status = resp.status_code
-    text = answer_text(resp)
-    body = resp.text[:MAX_BODY]
+    text = redact(answer_text(resp), secrets)
+    body = redact(resp.text[:MAX_BODY], secrets)
     message = f"Error HTTP {status}: {text}"
     retry_after = None
     if "Retry-After" in resp.headers:
@@ -201,10 +219,11 @@ class OppenClient:
             logger.error("❌ %s", err.message)
             raise err from None
         if resp.status_code != 200:
-            err = error_for_response(resp)
+            err = error_for_response(resp, self._secrets())
             if not isinstance(err, OppenTransportError):
                 err = OppenAuthError(f"Error de autenticación: HTTP {resp.status_code} - "
-                                     f"{answer_text(resp)}", status=resp.status_code)
+                                     f"{redact(answer_text(resp), self._secrets())}",
+                                     status=resp.status_code)
             logger.error("❌ %s", err.message)
             raise err
         try:
@@ -222,8 +241,15 @@ class OppenClient:
         logger.info("✅ Autenticación exitosa en Oppen")
         return token
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (self._password, self.tokens.current())
+
     def _token(self) -> str:
-        return self.tokens.get() or self.authenticate()
+        token = self.tokens.get()
+        if token:
+            return token
+        with self.tokens.refresh_lock:
+            return self.tokens.get() or self.authenticate()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One authenticated exchange; on 401 log in again once and repeat it once."""
@@ -246,13 +272,14 @@ class OppenClient:
         """POST one invoice; returns the record Oppen stored (with its SerNr)."""
         resp = self._call("POST", "Invoice", json=payload)
         if resp.status_code not in (200, 201):
-            raise error_for_response(resp)
+            raise error_for_response(resp, self._secrets())
         record = self._record(resp)
         if record is None:
             # A 2xx we cannot read: the invoice is probably stored, but we cannot prove
             # it, so it is treated as an ambiguous outcome and looked up later.
             raise OppenTransportError(f"Error HTTP {resp.status_code}: respuesta ilegible de Oppen",
-                                      status=resp.status_code, body=resp.text[:MAX_BODY])
+                                      status=resp.status_code,
+                                      body=redact(resp.text[:MAX_BODY], self._secrets()))
         return record
 
     @staticmethod
@@ -275,7 +302,7 @@ class OppenClient:
             params = dict(filters, __limit__=page_size, __offset__=offset)
             resp = self._call("GET", "Invoice", params=params)
             if resp.status_code != 200:
-                raise error_for_response(resp)
+                raise error_for_response(resp, self._secrets())
             try:
                 body = resp.json()
                 records = body["data"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ ENVIRONMENTS = {
 ENV_LABELS = {"sandbox": "SANDBOX", "test": "PRUEBAS", "production": "PRODUCCIÓN"}
 ROLES = ("auditor", "admin")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_BCRYPT = re.compile(r"^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class User:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
+    # Not in repr: a MySQL URL carries its password.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     oppen_env: str = "sandbox"
     # None with the sandbox environment: start the built-in sandbox in-process.
     base_url: str | None = None
@@ -71,6 +74,10 @@ class Settings:
     def target(self) -> str:
         """Which Oppen the sync state belongs to: sent to the sandbox is not sent to production."""
         return f"{self.oppen_env}/{self.api}"
+
+    @property
+    def safe_database_url(self) -> str:
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def env_label(self) -> str:
@@ -178,6 +185,15 @@ def _mapping_value(name: str, current: Any, raw: Any) -> Any:
     return str(raw)
 
 
+def _merged(profile: MappingProfile, key: str, value: Any) -> Any:
+    """A table given in the configuration changes only the keys it names: setting
+    art_codes for A alone must not leave B, Z and CC without one."""
+    current = getattr(profile, key)
+    if isinstance(current, Mapping) and isinstance(value, Mapping):
+        return MappingProxyType({**current, **value})
+    return value
+
+
 _MAPPING_FIELDS = {f.name for f in dataclasses.fields(MappingProfile)} - {"name"}
 
 
@@ -197,11 +213,13 @@ def _load_mapping(secrets: Mapping, environ: Mapping[str, str]) -> MappingProfil
         if key not in _MAPPING_FIELDS:
             raise ConfigError(f"[mapping] {key}: no es un ajuste del mapeo "
                               f"(válidos: {', '.join(sorted(_MAPPING_FIELDS))})")
-        changes[key] = _mapping_value(f"[mapping] {key}", getattr(profile, key), raw)
+        changes[key] = _merged(profile, key, _mapping_value(f"[mapping] {key}",
+                                                            getattr(profile, key), raw))
     for key in _MAPPING_FIELDS:
         env_name = f"OPPEN_MAPPING_{key.upper()}"
         if env_name in environ:
-            changes[key] = _mapping_value(env_name, getattr(profile, key), environ[env_name])
+            changes[key] = _merged(profile, key, _mapping_value(env_name, getattr(profile, key),
+                                                                environ[env_name]))
     profile = profile.replace(**changes)
     if profile.sernr_mode not in ("client", "server"):
         raise ConfigError("sernr_mode debe ser 'client' o 'server'")
@@ -224,7 +242,7 @@ def _load_users(secrets: Mapping) -> Mapping[str, User]:
         if role not in ROLES:
             raise ConfigError(f"[users.{username}] role debe ser auditor o admin")
         digest = str(entry.get("password_hash", "")).strip()
-        if not digest.startswith("$2"):
+        if not _BCRYPT.fullmatch(digest):
             raise ConfigError(f"[users.{username}] password_hash debe ser un hash bcrypt "
                               "(python -m sync hash-password)")
         users[username] = User(username, str(entry.get("name", username)), role, digest)

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
@@ -93,6 +94,7 @@ class Job:
     payload: dict
     official_sernr: str
     needs_lookup: bool
+    amount: Decimal
 
 
 def _ms(started: float) -> int:
@@ -233,7 +235,7 @@ def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
         out.needs_lookup = False
         return False
     remote = found[0]
-    diffs = differences(job.payload, remote)
+    diffs = differences(job.payload, remote, gross=job.amount)
     out.response_body = _body(remote)
     out.needs_lookup = False
     out.http_status = None
@@ -456,7 +458,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                             unflushed.append(out)
                             continue
                         ready.append(Job(reg, mapped.payload, mapped.official_sernr,
-                                         claimed[reg.state_id]))
+                                         claimed[reg.state_id], mapped.amount))
                     continue
                 job = ready.popleft()
                 in_flight[pool.submit(work, job)] = job

@@ -21,7 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 TIPOS = ("A", "B", "Z", "CC")
-_DIGITS = re.compile(r"^\d+$")
+_DIGITS = re.compile(r"^[0-9]+$")
+_AMOUNT = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 _CENT = Decimal("0.01")
 
 
@@ -130,8 +131,11 @@ def _number_part(row: Mapping, name: str, width: int, problems: list[Problem]) -
     if not raw:
         problems.append(Problem(name, "falta el número"))
         return None
-    if not _DIGITS.fullmatch(raw) or not raw.isascii():
+    if not raw.isascii() or not _DIGITS.fullmatch(raw):
         problems.append(Problem(name, f"debe ser numérico (se recibió {raw[:40]!r})"))
+        return None
+    if len(raw.lstrip("0")) > width:
+        problems.append(Problem(name, f"tiene más de {width} dígitos ({raw[:40]})"))
         return None
     value = int(raw)
     if value <= 0:
@@ -151,19 +155,24 @@ def _amount(row: Mapping, profile: MappingProfile, problems: list[Problem]) -> D
     if isinstance(raw, bool):
         problems.append(Problem("monto", "no es un número"))
         return None
+    text = str(raw).strip()
+    # Decimal() also takes "1_000", "١٢٣" or "Infinity"; an amount is plain ASCII digits.
+    if not isinstance(raw, (int, float, Decimal)) and not _AMOUNT.fullmatch(text):
+        problems.append(Problem("monto", f"no es un número ({text[:40]!r})"))
+        return None
     try:
-        value = Decimal(str(raw).strip())
+        value = Decimal(text)
     except InvalidOperation:
-        problems.append(Problem("monto", f"no es un número ({_text(raw)[:40]!r})"))
+        problems.append(Problem("monto", f"no es un número ({text[:40]!r})"))
         return None
     if not value.is_finite():
         problems.append(Problem("monto", "no es un número finito"))
         return None
     if value < 0 or (value == 0 and not profile.allow_zero_amount):
-        problems.append(Problem("monto", f"debe ser mayor que cero (se recibió {value})"))
+        problems.append(Problem("monto", f"debe ser mayor que cero (se recibió {str(value)[:40]})"))
         return None
     if value >= Decimal("1e13"):
-        problems.append(Problem("monto", f"es demasiado grande ({value})"))
+        problems.append(Problem("monto", f"es demasiado grande ({str(value)[:40]})"))
         return None
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
 
@@ -276,22 +285,28 @@ def payload_total(payload: Mapping) -> Decimal:
     return total.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def differences(payload: Mapping, remote: Mapping) -> list[str]:
+def differences(payload: Mapping, remote: Mapping, *, gross: Decimal | None = None) -> list[str]:
     """Fields where the invoice Oppen holds differs from the one we would send.
 
     Empty means "the same invoice": a lookup after an ambiguous attempt may then
-    mark it sent. Oppen may round the total by a cent, so the amount has a tolerance.
+    mark it sent. Items are compared by their sum; when Oppen's record carries only
+    its Total (which includes VAT), it is compared with `gross`, the row's amount.
+    Oppen may round by a cent, hence the tolerance.
     """
     diffs = []
     for key in ("OfficialSerNr", "SerNr", "CustCode", "TransDate", "Labels"):
         if key in payload and str(remote.get(key)) != str(payload[key]):
             diffs.append(f"{key}: Oppen tiene {str(remote.get(key))[:60]!r}, "
                          f"se esperaba {str(payload[key])[:60]!r}")
-    ours = payload_total(payload)
     try:
-        theirs = payload_total(remote) if remote.get("Items") else Decimal(str(remote.get("Total")))
-    except (InvalidOperation, TypeError, ValueError):
-        theirs = None
-    if theirs is None or abs(theirs - ours) > _CENT:
-        diffs.append(f"Total: Oppen tiene {remote.get('Total')!r}, se esperaba {ours}")
+        if remote.get("Items"):
+            ours, theirs = payload_total(payload), payload_total(remote)
+        else:
+            ours = gross if gross is not None else payload_total(payload)
+            theirs = Decimal(str(remote.get("Total")))
+        same = theirs.is_finite() and abs(theirs - ours) <= _CENT
+    except (InvalidOperation, TypeError, ValueError, AttributeError):
+        ours, same = payload_total(payload), False
+    if not same:
+        diffs.append(f"Total: Oppen tiene {str(remote.get('Total'))[:30]!r}, se esperaba {ours}")
     return diffs

@@ -284,7 +284,7 @@ def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
             client.close()
     remote = found[0] if found else None
     return {"reference": row["reference"], "payload": mapped.payload, "remote": remote,
-            "differences": differences(mapped.payload, remote) if remote else None}
+            "differences": differences(mapped.payload, remote, gross=mapped.amount) if remote else None}
 
 
 def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: str,

@@ -1,0 +1,369 @@
+"""Read models for the console's screens, computed in the database.
+
+Each function answers one screen's question with a few grouped queries (GROUP BY
+over the (local, fecha) / (target, state, fecha) indexes) and returns plain dicts;
+none loads a whole table into memory, and none writes. Also here: the display of
+our naive-UTC times in Argentina's time, which the console and tests share.
+
+No Streamlit, no HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import db
+from .config import Settings
+from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+
+AR_TZ = ZoneInfo("America/Argentina/Buenos_Aires")
+RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación"}
+RUN_STATE_LABELS = {db.RUNNING: "en curso", db.DONE: "terminada",
+                    db.INTERRUPTED: "interrumpida", db.ERROR: "con error"}
+# What "failed" means on the failed-invoices screen (plus pending with an error).
+PROBLEM_STATES = (FAILED, INVALID, CONFLICT)
+MAX_ROWS = 5000
+
+
+# --- time ---------------------------------------------------------------------------
+
+def local_today(now: dt.datetime | None = None) -> dt.date:
+    """Today in Argentina (the auditors' day), whatever the server's time zone."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    return now.astimezone(AR_TZ).date()
+
+
+def to_local(value: dt.datetime | None) -> dt.datetime | None:
+    """A naive-UTC time from our tables as an aware Argentina time."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(AR_TZ)
+
+
+def fmt_datetime(value: dt.datetime | None) -> str:
+    """'24/11/2026 09:15' in Argentina's time; '' for None."""
+    local = to_local(value)
+    return local.strftime("%d/%m/%Y %H:%M") if local else ""
+
+
+def fmt_date(value: dt.date | str | None) -> str:
+    if value is None:
+        return ""
+    return _as_date(value).strftime("%d/%m/%Y")
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _money(value) -> Decimal:
+    return Decimal(0) if value is None else Decimal(str(value))
+
+
+# --- error kinds ----------------------------------------------------------------------
+
+def _kind_expr(t: sa.Table) -> sa.ColumnElement:
+    """One classification of a stored error, usable in GROUP BY; labels in KIND_LABELS."""
+    error = sa.func.coalesce(t.c.last_error, "")
+    return sa.case(
+        (t.c.state == INVALID, "invalid"),
+        (error.like("Datos inválidos%"), "invalid"),
+        (t.c.state == CONFLICT, "conflict"),
+        (sa.or_(t.c.last_http_status == 409, sa.func.lower(error).like("%duplicate%")),
+         "duplicate"),
+        (error.like("%Error de autenticación%"), "auth"),
+        (sa.or_(error.like("%Error de conexión%"), error.like("%Oppen no responde%")),
+         "connection"),
+        (t.c.last_http_status.is_not(None), "http"),
+        else_="other")
+
+
+KIND_LABELS = {"invalid": "Datos inválidos", "conflict": "Conflicto con Oppen",
+               "duplicate": "Duplicada en Oppen", "auth": "Error de autenticación",
+               "connection": "Error de conexión", "other": "Otro"}
+
+
+def kind_label(kind: str, http_status: int | None = None) -> str:
+    if kind == "http":
+        return f"HTTP {http_status}" if http_status else "Error HTTP"
+    return KIND_LABELS.get(kind, "Otro")
+
+
+# --- Auditoría: the locals of one day ---------------------------------------------------
+
+def _sync_counts(conn, settings: Settings, where: Sequence, keys: Sequence) -> dict:
+    """{key tuple: {state: (count, amount)}} from oppen_invoices grouped by keys + state."""
+    t = db.oppen_invoices
+    out: dict = defaultdict(dict)
+    query = (sa.select(*keys, t.c.state, sa.func.count(), sa.func.sum(t.c.monto))
+             .where(t.c.target == settings.target, *where)
+             .group_by(*keys, t.c.state))
+    for row in conn.execute(query):
+        key = tuple(_as_date(v) if k.name == "fecha" else v for k, v in zip(keys, row[:len(keys)]))
+        state, count, amount = row[len(keys):]
+        out[key][state] = (count, _money(amount))
+    return out
+
+
+def _split(states: Mapping[str, tuple[int, Decimal]], facturas: int) -> dict:
+    """Counts by what a person calls them; 'pendientes' includes never-synced invoices."""
+    count = {s: states.get(s, (0, Decimal(0)))[0] for s in db.STATES}
+    registered = sum(count.values())
+    return {
+        "enviadas": count[SENT],
+        "fallidas": count[FAILED],
+        "invalidas": count[INVALID],
+        "conflictos": count[CONFLICT],
+        "pendientes": count[PENDING] + count[SENDING] + max(0, facturas - registered),
+        "monto_enviado": states.get(SENT, (0, Decimal(0)))[1],
+    }
+
+
+def day_status(row: Mapping) -> str:
+    """One phrase an auditor understands: can this local be audited, and how did it go."""
+    if row["auditado"]:
+        if row["fallidas"] or row["conflictos"] or row["invalidas"]:
+            return "Auditado · con errores de envío"
+        if row["pendientes"]:
+            return "Auditado · pendiente de envío"
+        return "Auditado · enviado a Oppen" if row["facturas"] else "Auditado · sin facturas"
+    if not row["cerrado"]:
+        return "No cerrado"
+    if row["anticipos_pendientes"]:
+        return "Anticipos pendientes"
+    return "Listo para auditar"
+
+
+def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
+    """Every local with something on `fecha`: closing, audit, advances, invoices, sync."""
+    f, c, la, an = db.facturas_trns, db.cierres_locales, db.locales_auditados, db.anticipos
+    start, end = db.day_bounds(fecha)
+    with engine.connect() as conn:
+        facturas = {r.local: (r.n, _money(r.monto)) for r in conn.execute(
+            sa.select(f.c.local, sa.func.count().label("n"), sa.func.sum(f.c.monto).label("monto"))
+            .where(f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
+            .group_by(f.c.local))}
+        cierres = {r.local: r.cerrado_en for r in conn.execute(
+            sa.select(c.c.local, c.c.cerrado_en).where(c.c.fecha == fecha))}
+        audits = {r.local: (r.auditor, r.auditado_en) for r in conn.execute(
+            sa.select(la.c.local, la.c.auditor, la.c.auditado_en).where(la.c.fecha == fecha))}
+        advances = {r.local: r.n for r in conn.execute(
+            sa.select(an.c.local, sa.func.count().label("n"))
+            .where(an.c.fecha == fecha, an.c.estado == "pendiente").group_by(an.c.local))}
+        sync = _sync_counts(conn, settings, [db.oppen_invoices.c.fecha == fecha],
+                            [db.oppen_invoices.c.local])
+    rows = []
+    for local in sorted(set(facturas) | set(cierres) | set(audits) | set(advances)):
+        count, amount = facturas.get(local, (0, Decimal(0)))
+        auditor, audited_at = audits.get(local, (None, None))
+        row = {"local": local, "fecha": fecha, "cerrado": local in cierres,
+               "cerrado_en": cierres.get(local), "auditado": local in audits,
+               "auditor": auditor, "auditado_en": audited_at,
+               "anticipos_pendientes": advances.get(local, 0), "facturas": count,
+               "monto": amount, **_split(sync.get((local,), {}), count)}
+        row["estado"] = day_status(row)
+        rows.append(row)
+    return rows
+
+
+def known_locals(engine: Engine) -> list[str]:
+    """Every local the host application knows (from its closings and audits)."""
+    c, la = db.cierres_locales, db.locales_auditados
+    with engine.connect() as conn:
+        names = set(conn.execute(sa.select(c.c.local).distinct()).scalars())
+        names |= set(conn.execute(sa.select(la.c.local).distinct()).scalars())
+    return sorted(names)
+
+
+# --- Locales auditados ------------------------------------------------------------------
+
+def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date, *,
+                 local: str | None = None, limit: int = MAX_ROWS) -> list[dict]:
+    """The audited local/days in [desde, hasta], newest first, with their invoices' sync."""
+    f, la, t = db.facturas_trns, db.locales_auditados, db.oppen_invoices
+    start, _ = db.day_bounds(desde)
+    _, end = db.day_bounds(hasta)
+    with engine.connect() as conn:
+        query = (sa.select(la.c.local, la.c.fecha, la.c.auditor, la.c.auditado_en)
+                 .where(la.c.fecha >= desde, la.c.fecha <= hasta)
+                 .order_by(la.c.fecha.desc(), la.c.local).limit(limit))
+        dia = sa.func.date(f.c.fecha, type_=sa.Date).label("dia")
+        fq = (sa.select(f.c.local, dia, sa.func.count().label("n"),
+                        sa.func.sum(f.c.monto).label("monto"))
+              .where(f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok"))
+        tw = [t.c.fecha >= desde, t.c.fecha <= hasta]
+        if local:
+            query = query.where(la.c.local == local)
+            fq = fq.where(f.c.local == local)
+            tw.append(t.c.local == local)
+        audits = conn.execute(query).all()
+        facturas = {(r.local, _as_date(r.dia)): (r.n, _money(r.monto))
+                    for r in conn.execute(fq.group_by(f.c.local, dia))}
+        sync = _sync_counts(conn, settings, tw, [t.c.local, t.c.fecha])
+    rows = []
+    for a in audits:
+        key = (a.local, _as_date(a.fecha))
+        count, amount = facturas.get(key, (0, Decimal(0)))
+        rows.append({"local": a.local, "fecha": key[1], "auditor": a.auditor,
+                     "auditado_en": a.auditado_en, "facturas": count, "monto": amount,
+                     **_split(sync.get(key, {}), count)})
+    return rows
+
+
+# --- Facturas fallidas ------------------------------------------------------------------
+
+def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = None,
+                    desde: dt.date | None = None, hasta: dt.date | None = None,
+                    estados: Iterable[str] | None = None, limit: int = MAX_ROWS) -> list[dict]:
+    """Invoices that did not reach Oppen and need a person: failed, invalid, conflict,
+    and pending ones that carry an error (e.g. authentication failed)."""
+    t, a, la = db.oppen_invoices, db.oppen_attempts, db.locales_auditados
+    wanted = set(estados) if estados else set(PROBLEM_STATES) | {PENDING}
+    conditions = []
+    hard = [s for s in PROBLEM_STATES if s in wanted]
+    if hard:
+        conditions.append(t.c.state.in_(hard))
+    if PENDING in wanted:
+        conditions.append(sa.and_(t.c.state == PENDING, t.c.last_error.is_not(None)))
+    if not conditions:
+        return []
+    last_attempt = (sa.select(sa.func.max(a.c.at)).where(a.c.invoice_id == t.c.id)
+                    .scalar_subquery())
+    query = (sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.tipo,
+                       t.c.monto, t.c.state, t.c.last_error, t.c.last_http_status,
+                       t.c.attempts, t.c.needs_lookup, t.c.updated_at,
+                       last_attempt.label("ultimo_intento"), _kind_expr(t).label("kind"),
+                       la.c.id.label("audit_id"))
+             .select_from(t.outerjoin(la, sa.and_(la.c.local == t.c.local,
+                                                  la.c.fecha == t.c.fecha)))
+             .where(t.c.target == settings.target, sa.or_(*conditions)))
+    if local:
+        query = query.where(t.c.local == local)
+    if desde:
+        query = query.where(t.c.fecha >= desde)
+    if hasta:
+        query = query.where(t.c.fecha <= hasta)
+    query = query.order_by(t.c.fecha.desc(), t.c.local, t.c.reference, t.c.id).limit(limit)
+    with engine.connect() as conn:
+        return [{
+            "id": r.id, "factura_id": r.factura_id, "referencia": r.reference,
+            "local": r.local, "fecha": _as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
+            "estado": r.state, "error": r.last_error, "http_status": r.last_http_status,
+            "intentos": r.attempts, "ultimo_intento": r.ultimo_intento,
+            "actualizado": r.updated_at, "tipo_error": kind_label(r.kind, r.last_http_status),
+            "duplicada": r.kind == "duplicate" and r.state == FAILED,
+            "auditado": r.audit_id is not None,
+            "requiere_verificacion": bool(r.needs_lookup),
+        } for r in conn.execute(query)]
+
+
+# --- Monitoreo ---------------------------------------------------------------------------
+
+def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date) -> list[dict]:
+    """Per invoice day: sent, failed (incl. conflicts), invalid, pending, success rate."""
+    t = db.oppen_invoices
+    with engine.connect() as conn:
+        by_day = _sync_counts(conn, settings, [t.c.fecha >= desde, t.c.fecha <= hasta],
+                              [t.c.fecha])
+    rows = []
+    for (fecha,), states in sorted(by_day.items()):
+        count = {s: states.get(s, (0, 0))[0] for s in db.STATES}
+        total = sum(count.values())
+        rows.append({"fecha": fecha, "enviadas": count[SENT],
+                     "fallidas": count[FAILED] + count[CONFLICT], "invalidas": count[INVALID],
+                     "pendientes": count[PENDING] + count[SENDING], "total": total,
+                     "tasa_exito": round(100.0 * count[SENT] / total, 1) if total else None})
+    return rows
+
+
+def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date
+                   ) -> list[dict]:
+    """How many unsent invoices carry each kind of error, most frequent first."""
+    t = db.oppen_invoices
+    kind = _kind_expr(t).label("kind")
+    query = (sa.select(kind, t.c.last_http_status, sa.func.count().label("n"))
+             .where(t.c.target == settings.target, t.c.fecha >= desde, t.c.fecha <= hasta,
+                    t.c.state != SENT, t.c.last_error.is_not(None))
+             .group_by(kind, t.c.last_http_status))
+    totals: dict[str, int] = defaultdict(int)
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            totals[kind_label(r.kind, r.last_http_status)] += r.n
+    return [{"tipo_error": k, "cantidad": n}
+            for k, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _run_dict(r: Mapping) -> dict:
+    finished = r["finished_at"]
+    duration = (finished - r["started_at"]).total_seconds() if finished else None
+    return {"id": r["id"], "tipo": RUN_KIND_LABELS.get(r["kind"], r["kind"]), "kind": r["kind"],
+            "usuario": r["username"], "inicio": r["started_at"], "fin": finished,
+            "duracion_s": duration, "local": r["local"],
+            "fecha": _as_date(r["fecha"]) if r["fecha"] else None, "state": r["state"],
+            "estado": RUN_STATE_LABELS.get(r["state"], r["state"]), "total": r["total"],
+            "procesadas": r["processed"], "exitosas": r["exitosas"], "fallidas": r["fallidas"],
+            "actual": r["current_ref"], "mensaje": r["message"], "motivo": r["reason"],
+            "heartbeat_at": r["heartbeat_at"], "result_json": r["result_json"]}
+
+
+def run_history(engine: Engine, settings: Settings, *, limit: int = 200,
+                kind: str | None = None) -> list[dict]:
+    """The latest runs (audits, resends, links) for this target, newest first."""
+    r = db.oppen_runs
+    query = sa.select(r).where(r.c.target == settings.target)
+    if kind:
+        query = query.where(r.c.kind == kind)
+    query = query.order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return [_run_dict(row._mapping) for row in conn.execute(query)]
+
+
+# --- runs in progress -------------------------------------------------------------------
+
+def run_row(engine: Engine, run_id: int) -> dict | None:
+    r = db.oppen_runs
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(r).where(r.c.id == run_id)).first()
+    return _run_dict(row._mapping) if row else None
+
+
+def live_runs(engine: Engine, settings: Settings, *, kind: str | None = None,
+              local: str | None = None, fecha: dt.date | None = None,
+              now: dt.datetime | None = None) -> list[dict]:
+    """Runs still going for this target: state 'running' with a heartbeat within the
+    lease (a run whose process died stops counting once its lease is over)."""
+    r = db.oppen_runs
+    now = now or db.utcnow()
+    since = now - dt.timedelta(seconds=settings.lease_seconds)
+    query = (sa.select(r).where(r.c.target == settings.target, r.c.state == db.RUNNING,
+                                r.c.heartbeat_at >= since)
+             .order_by(r.c.id))
+    if kind:
+        query = query.where(r.c.kind == kind)
+    if local:
+        query = query.where(r.c.local == local)
+    if fecha:
+        query = query.where(r.c.fecha == fecha)
+    with engine.connect() as conn:
+        return [_run_dict(row._mapping) for row in conn.execute(query)]
+
+
+def running_run(engine: Engine, settings: Settings, local: str, fecha: dt.date) -> dict | None:
+    """The live run of this local/day, if there is one."""
+    runs = live_runs(engine, settings, local=local, fecha=fecha)
+    return runs[-1] if runs else None
