@@ -295,6 +295,7 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
                    "error": exc.message}
         store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
                          message=exc.message)
+        _notify(settings, request, [{"factura": "todas las del día", "error": exc.message}])
         raise
     except BaseException as exc:
         message = f"Error inesperado: {type(exc).__name__}"
@@ -307,8 +308,23 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     logger.info("✨ Sincronización completada: %d exitosas, %d fallidas de %d totales (%.1f s)",
                 summary["exitosas"], summary["fallidas"], summary["total"],
                 time.monotonic() - started)
+    if summary["fallidas"]:
+        _notify(settings, request, summary["errores"])
     summary["run_id"] = run_id
     return summary
+
+
+def _notify(settings: Settings, request: RunRequest, errores: list) -> None:
+    if not settings.webhook_url:
+        return
+    from .notify import notify_failures
+    if request.local is not None:
+        local, fecha = request.local, request.fecha
+    else:
+        days = sorted(request.groups)
+        local = ", ".join(sorted({d[0] for d in days}))[:200]
+        fecha = days[0][1] if len(days) == 1 else f"{days[0][1]} a {days[-1][1]}"
+    notify_failures(settings, local=local, fecha=fecha, errores=errores)
 
 
 def _execute(engine, settings, client, request, run_id, owner, policy, today, progress) -> dict:
@@ -416,6 +432,11 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                      progress={"total": total, "processed": done_count, "exitosas": exitosas,
                                "fallidas": done_count - exitosas, "current_ref": current},
                      lease=settings.lease_seconds if renew else None)
+        for written in unflushed:
+            # Only state and error are needed for the summary: a 100,000-invoice run
+            # must not keep every request and response body in memory.
+            written.request_body = written.response_body = None
+            written.attempts = []
         unflushed.clear()
         last_flush = now
         if renew:

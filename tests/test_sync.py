@@ -280,3 +280,35 @@ def test_no_secret_in_logs_results_or_database(engine, settings, client, policy,
     assert "📤 Enviando factura A 0005-00000001" in caplog.text
     assert password not in everything
     assert token and token not in everything
+
+
+def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy, sandbox):
+    import http.server
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hooked = settings.replace(webhook_url=f"http://127.0.0.1:{server.server_port}/hook/x")
+        close_day(engine, "PALERMO")
+        add_factura(engine, "PALERMO", "A", "5", "1", 10)
+        add_factura(engine, "PALERMO", "A", "5", "2", -3)
+        audit(engine, hooked, "PALERMO", client, policy)
+        close_day(engine, "MATRIZ")
+        add_factura(engine, "MATRIZ", "A", "6", "1", 10)
+        audit(engine, hooked, "MATRIZ", client, policy)  # all sent: no notification
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    text = received[0]["text"]
+    assert "PALERMO" in text and "2025-01-05" in text and "monto" in text
