@@ -115,3 +115,37 @@ def test_preview_sends_nothing(env, engine, sandbox):
     good = [i for i in data["items"] if i["valid"]][0]
     assert good["payload"]["OfficialSerNr"] == "0007-00000501"
     assert sandbox.request_log() == []
+
+
+def test_sandbox_command_serves_until_terminated(settings, tmp_path):
+    import signal
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = cli_env(settings, OPPEN_PASSWORD="sandbox-pass-123")
+    from faults import start_cli
+    proc = start_cli(["sandbox", "--port", str(port), "--error-rate", "0",
+                      "--store", str(tmp_path / "box.jsonl")], env)
+    try:
+        url = f"http://127.0.0.1:{port}/genericapi/ApiNg/authenticate"
+        for _ in range(100):
+            try:
+                resp = requests.post(url, json={"username": "API", "password": "sandbox-pass-123"},
+                                     timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert resp.status_code == 200 and resp.json()["ok"] is True
+        bad = requests.post(url, json={"username": "API", "password": "nope"}, timeout=1)
+        assert bad.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"http://127.0.0.1:{port}" in out
+    assert "sandbox-pass-123" not in out  # a configured password is never printed
