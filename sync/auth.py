@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import bcrypt
 
 from .config import ROLES, Settings, User
-from .errors import ConfigError, SyncError
+from .errors import ConfigError, LoginFailed, PermissionDenied, SyncError  # noqa: F401
 
 # bcrypt hashes of the demo passwords documented in the README (cost 12).
 DEMO_USERS: Mapping[str, User] = {
@@ -32,14 +32,6 @@ DEMO_USERS: Mapping[str, User] = {
 _DUMMY_HASH = b"$2b$12$GLWH4DgxkSHUvlwGh/jMVurlTsIeN3MhsAzn.AxuaZSvPmamX8azu"
 ROLE_LABELS = {"auditor": "Auditor", "admin": "Administrador"}
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer input is refused, not silently cut
-
-
-class LoginFailed(SyncError):
-    """Wrong user name or password (the message never says which)."""
-
-
-class PermissionDenied(SyncError):
-    """The user's role does not allow the action."""
 
 
 def demo_mode(settings: Settings) -> bool:

@@ -8,6 +8,7 @@ here, and `Settings.__repr__` never shows the password.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -37,8 +39,18 @@ ENVIRONMENTS = {
 }
 ENV_LABELS = {"sandbox": "SANDBOX", "test": "PRUEBAS", "production": "PRODUCCIÓN"}
 ROLES = ("auditor", "admin")
+# The chain's days are Argentine days, whatever the server's time zone.
+AR_TZ = ZoneInfo("America/Argentina/Buenos_Aires")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$")
+
+
+def local_today(now: dt.datetime | None = None) -> dt.date:
+    """Today in Argentina (the auditors' day)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    return now.astimezone(AR_TZ).date()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import db
+from .config import local_today
 
 # local -> (closed?, pending advances, invoices as (tipo, punto_venta, nro, monto))
 YESTERDAY_CASES = {
@@ -45,7 +46,7 @@ def load_demo(engine: Engine, *, today: dt.date | None = None, days: int = 5,
     """Fill an empty database; returns what was written. Refuses a database with data."""
     if not is_empty(engine):
         return {"facturas": 0, "omitido": "la base ya tiene facturas; no se cargó la demo"}
-    today = today or dt.date.today()
+    today = today or local_today()
     rng = random.Random(seed)
     facturas, cierres, anticipos = [], [], []
     yesterday = today - dt.timedelta(days=1)

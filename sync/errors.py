@@ -5,6 +5,8 @@
     ├── AuditRefused               a validation of "marcar auditado" said no
     ├── RunInProgress              another run holds this local/day: wait for it
     ├── NotFound                   the local, day or invoice asked for does not exist
+    ├── LoginFailed                wrong user name or password (never says which)
+    ├── PermissionDenied           the user's role does not allow the action
     └── OppenError (OppenAPIError) Oppen did not do what was asked
         ├── OppenAuthError         credentials refused: nothing was sent
         ├── OppenTransportError    no usable answer (timeout, dropped connection, 5xx,
@@ -42,6 +44,14 @@ class RunInProgress(SyncError):
 
 class NotFound(SyncError):
     """A local, day or invoice that does not exist."""
+
+
+class LoginFailed(SyncError):
+    """Wrong user name or password (the message never says which)."""
+
+
+class PermissionDenied(SyncError):
+    """The user's role does not allow the action."""
 
 
 class OppenError(SyncError):

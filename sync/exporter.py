@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from . import db, store
 from .client import OppenClient, backoff_delay
-from .config import Settings
+from .config import Settings, local_today
 from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
@@ -277,7 +277,7 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     every invoice as pending with that reason).
     """
     policy = policy or Policy.from_settings(settings)
-    today = today or dt.date.today()
+    today = today or local_today()
     owner = store.new_owner()
     run_id = store.start_run(engine, target=settings.target, kind=request.kind,
                              days=list(request.groups), username=request.user,
@@ -421,6 +421,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
     done_count = total - len(candidates)   # invalid/conflict rows count as handled
     exitosas = 0
     last_flush = last_renew = time.monotonic()
+    sending_ref: str | None = None
     renew_every = settings.lease_seconds / 3
     claim_size = max(16, workers * 4)
 
@@ -483,6 +484,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                     continue
                 job = ready.popleft()
                 in_flight[pool.submit(work, job)] = job
+                sending_ref = job.reg.reference
             if not in_flight:
                 continue
             finished, _ = wait(list(in_flight), timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
@@ -498,11 +500,12 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                 current = job.reg.reference
                 if progress:
                     progress(done_count, total, current)
+            # The run row shows the invoice being sent now, for the progress bar.
             if unflushed and (len(unflushed) >= FLUSH_EVERY
                               or time.monotonic() - last_flush >= FLUSH_SECONDS):
-                flush(current=current)
+                flush(current=sending_ref if in_flight else current)
             elif time.monotonic() - last_renew >= renew_every:
-                flush(force_renew=True, current=current)
+                flush(force_renew=True, current=sending_ref if in_flight else current)
         done_count = total
         flush(current=None)
     for made_client in made:

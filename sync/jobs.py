@@ -40,9 +40,14 @@ INTERRUPTED = ("La sincronización se interrumpió (el proceso dejó de responde
                "que no llegaron a Oppen quedaron pendientes: se pueden reenviar desde "
                "Facturas fallidas.")
 
+# Keyed by (database, run id): run ids are only unique within one database.
 _lock = threading.Lock()
-_results: OrderedDict[int, dict] = OrderedDict()
-_finishing: set[int] = set()   # started here, final answer not stored yet
+_results: OrderedDict[tuple[str, int], dict] = OrderedDict()
+_finishing: set[tuple[str, int]] = set()   # started here, final answer not stored yet
+
+
+def _key(engine: Engine, run_id: int) -> tuple[str, int]:
+    return engine.url.render_as_string(hide_password=True), int(run_id)
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,13 @@ class Started:
         return self.response is not None
 
 
-def _remember(run_id: int, response: dict) -> None:
+def _remember(key: tuple[str, int], response: dict) -> None:
     with _lock:
-        _results[run_id] = response
-        _results.move_to_end(run_id)
+        _results[key] = response
+        _results.move_to_end(key)
         while len(_results) > KEEP_RESULTS:
             _results.popitem(last=False)
-        _finishing.discard(run_id)
+        _finishing.discard(key)
 
 
 def forget_results() -> None:
@@ -71,14 +76,15 @@ def forget_results() -> None:
         _results.clear()
 
 
-def _start(kind: str, work: Callable[[OppenClient | None, Callable[[int], None]], dict],
+def _start(engine: Engine, kind: str,
+           work: Callable[[OppenClient | None, Callable[[int], None]], dict],
            client: OppenClient | None, wait: float) -> Started:
     ready = threading.Event()
     box: dict = {"run_id": None, "response": None}
 
     def on_start(run_id: int) -> None:
         with _lock:
-            _finishing.add(run_id)
+            _finishing.add(_key(engine, run_id))
         box["run_id"] = run_id
         ready.set()
 
@@ -94,7 +100,7 @@ def _start(kind: str, work: Callable[[OppenClient | None, Callable[[int], None]]
             if job_client is not None:
                 job_client.close()
         if box["run_id"] is not None:
-            _remember(box["run_id"], response)
+            _remember(_key(engine, box["run_id"]), response)
         box["response"] = response
         ready.set()
 
@@ -113,7 +119,7 @@ def start_audit(engine: Engine, settings: Settings, *, user: User, local: str, f
     def work(job_client, on_start) -> dict:
         return audit.mark_audited(engine, settings, local, fecha, user.username,
                                   client=job_client, on_start=on_start)
-    return _start("audit", work, client, wait)
+    return _start(engine, "audit", work, client, wait)
 
 
 def clean_reason(reason: str | None) -> str:
@@ -152,7 +158,7 @@ def start_resend(engine: Engine, settings: Settings, *, user: User, reason: str,
         except SyncError as exc:   # refused: not audited, not found, run in progress
             return {"success": False, "msg": exc.message}
         return resend_response(service_summary(summary))
-    return _start("resend", work, client, wait)
+    return _start(engine, "resend", work, client, wait)
 
 
 def service_summary(summary: Mapping) -> dict:
@@ -207,10 +213,11 @@ def response_from_row(row: Mapping, *, lease_seconds: float, now: dt.datetime | 
 
 def result_of(engine: Engine, settings: Settings, run_id: int) -> dict | None:
     """The final answer of a run, or None while it is running."""
+    key = _key(engine, run_id)
     with _lock:
-        if run_id in _results:
-            return _results[run_id]
-        if run_id in _finishing:
+        if key in _results:
+            return _results[key]
+        if key in _finishing:
             return None   # its thread is storing the exact answer right now
     row = queries.run_row(engine, run_id)
     if row is None:

@@ -14,16 +14,14 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import db
-from .config import Settings
+from .config import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
 from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 
-AR_TZ = ZoneInfo("America/Argentina/Buenos_Aires")
 RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación"}
 RUN_STATE_LABELS = {db.RUNNING: "en curso", db.DONE: "terminada",
                     db.INTERRUPTED: "interrumpida", db.ERROR: "con error"}
@@ -33,14 +31,6 @@ MAX_ROWS = 5000
 
 
 # --- time ---------------------------------------------------------------------------
-
-def local_today(now: dt.datetime | None = None) -> dt.date:
-    """Today in Argentina (the auditors' day), whatever the server's time zone."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.timezone.utc)
-    return now.astimezone(AR_TZ).date()
-
 
 def to_local(value: dt.datetime | None) -> dt.datetime | None:
     """A naive-UTC time from our tables as an aware Argentina time."""

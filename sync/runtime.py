@@ -12,7 +12,9 @@ import logging
 import secrets
 import threading
 
-from sqlalchemy.engine import Engine
+from pathlib import Path
+
+from sqlalchemy.engine import Engine, make_url
 
 from . import db
 from .client import OppenClient
@@ -29,6 +31,16 @@ def open_engine(settings: Settings, **kwargs) -> Engine:
     return db.make_engine(settings.database_url, **kwargs)
 
 
+def sandbox_store(settings: Settings) -> Path:
+    """Where the embedded sandbox keeps its invoices: beside the SQLite database, so a
+    fresh database starts with a fresh "Oppen" (else under data/)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db_path = Path(url.database)
+        return db_path.with_name(f"{db_path.stem}-sandbox-{settings.api}.jsonl")
+    return PROJECT_DIR / "data" / f"sandbox-{settings.api}.jsonl"
+
+
 def embedded_sandbox(settings: Settings):
     """The process's built-in sandbox, started on first use."""
     global _sandbox, _sandbox_password
@@ -36,7 +48,7 @@ def embedded_sandbox(settings: Settings):
         if _sandbox is None:
             from .sandbox import OppenSandbox
             _sandbox_password = settings.password or secrets.token_urlsafe(16)
-            store = PROJECT_DIR / "data" / f"sandbox-{settings.api}.jsonl"
+            store = sandbox_store(settings)
             store.parent.mkdir(parents=True, exist_ok=True)
             _sandbox = OppenSandbox(api=settings.api, username=settings.username or "API",
                                     password=_sandbox_password, store_path=str(store)).start()

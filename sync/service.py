@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from . import db, store
 from .client import OppenClient
-from .config import Settings
+from .config import Settings, local_today
 from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_invoices
 from .errors import AuditRefused, NotFound, OppenError, SyncError
 from .exporter import Policy, Progress, RunRequest, run
@@ -170,7 +170,7 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
 def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
             today: dt.date | None = None) -> dict:
     """The exact payloads a sync would send now; nothing is written or sent."""
-    today = today or dt.date.today()
+    today = today or local_today()
     with engine.connect() as conn:
         facturas = store.read_facturas(conn, local, fecha)
         t = oppen_invoices
@@ -273,7 +273,7 @@ def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
                        client: OppenClient | None = None, today: dt.date | None = None) -> dict:
     """For a duplicate: what Oppen holds under this number, next to what we would send."""
     row, factura = _state_and_factura(engine, state_id)
-    mapped = store.map_factura(factura, settings.mapping, today or dt.date.today(), row["id"])
+    mapped = store.map_factura(factura, settings.mapping, today or local_today(), row["id"])
     if not isinstance(mapped, Mapped):
         raise SyncError(f"La factura {row['reference']} tiene datos inválidos: {mapped.reason}")
     client, owned = _client_or_default(settings, client)

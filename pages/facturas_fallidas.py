@@ -1,0 +1,160 @@
+"""Facturas fallidas (admin): every invoice that did not reach Oppen, with its error;
+resend the selection (or all of a local/day) with a reason, or link a duplicate to the
+invoice Oppen already holds. Roles are checked again inside each action."""
+
+import datetime as dt
+
+import streamlit as st
+
+from pages import _common as ui
+from sync import jobs, queries
+
+PAGE = "fallidas"
+STATE_FILTERS = {"Fallida": "failed", "Inválida": "invalid", "Conflicto": "conflict",
+                 "Pendiente con error": "pending"}
+
+settings = ui.load()
+user = ui.require_user(settings, "admin")
+engine = ui.engine(settings)
+
+st.title("Facturas fallidas")
+st.caption("Facturas que no llegaron a Oppen. Seleccioná filas y reenvialas indicando el "
+           "motivo; queda registrado quién, cuándo y por qué.")
+
+today = queries.local_today()
+# Bumped after each action: a new key clears the table's selection and the reason, so
+# nothing stays selected (invisibly) for the next click.
+version = st.session_state.setdefault("fallidas_version", 0)
+
+
+def started_here(started, label: str) -> None:
+    ui.track(PAGE, started, label)
+    st.session_state["fallidas_version"] = version + 1
+    st.rerun()
+
+
+with ui.guarded():
+    if ui.live_section(engine, settings, PAGE, kind="resend"):
+        # A run of ours just ended and the table changes under the selection: clear it.
+        version = st.session_state["fallidas_version"] = version + 1
+
+    c1, c2, c3 = st.columns([1, 1, 2])
+    choice = c1.selectbox("Local", ["Todos"] + queries.known_locals(engine), key="fallidas_local")
+    period = c2.date_input("Período", value=(today - dt.timedelta(days=30), today),
+                           max_value=today, format="DD/MM/YYYY", key="fallidas_periodo")
+    estados = c3.multiselect("Estado", list(STATE_FILTERS), placeholder="Todos los estados",
+                             key="fallidas_estados")
+    if not isinstance(period, (tuple, list)) or len(period) != 2:
+        st.info("Elegí el día de inicio y el de fin del período.")
+        st.stop()
+    rows = queries.failed_invoices(
+        engine, settings, local=None if choice == "Todos" else choice, desde=period[0],
+        hasta=period[1], estados=[STATE_FILTERS[e] for e in estados] or None)
+    # Keep what is chosen among the options even if no row has it right now.
+    kinds = sorted({r["tipo_error"] for r in rows}
+                   | set(st.session_state.get("fallidas_tipos", [])))
+    chosen_kinds = st.multiselect("Tipo de error", kinds, placeholder="Todos los tipos de error",
+                                  key="fallidas_tipos")
+    if chosen_kinds:
+        rows = [r for r in rows if r["tipo_error"] in chosen_kinds]
+    filters = (choice, tuple(period), tuple(estados), tuple(chosen_kinds))
+    if st.session_state.setdefault("fallidas_filtros", filters) != filters:
+        # Other rows now: a selection made on the old table must not carry over.
+        st.session_state["fallidas_filtros"] = filters
+        version = st.session_state["fallidas_version"] = version + 1
+    if not rows:
+        st.success("No hay facturas con problemas para este filtro.")
+        st.stop()
+
+    display = [{**r, "estado": ui.STATE_LABELS.get(r["estado"], r["estado"]),
+                "monto": ui.money(r["monto"]), "ultimo_intento": ui.local_dt(r["ultimo_intento"]),
+                "auditado": "Sí" if r["auditado"] else "No"} for r in rows]
+    columns = {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto ($)",
+               "estado": "Estado", "intentos": "Intentos", "ultimo_intento": "Último intento",
+               "http_status": "HTTP", "tipo_error": "Tipo de error", "error": "Error",
+               "auditado": "Auditado"}
+    event = st.dataframe(
+        ui.frame(display, columns), hide_index=True, width="stretch",
+        key=f"fallidas_tabla_{version}", on_select="rerun", selection_mode="multi-row",
+        column_config={"Día": ui.date_column("Día"), "Monto ($)": ui.money_column("Monto ($)"),
+                       "Último intento": ui.datetime_column("Último intento"),
+                       **ui.count_columns("HTTP", "Intentos"),
+                       "Error": st.column_config.TextColumn("Error", width="large")})
+    # The selection's row numbers refer to the table the person saw (the previous run's):
+    # resolve them against that, by invoice id, not against rows just re-read.
+    shown = st.session_state.get(f"fallidas_shown_{version}", [])
+    picked = {shown[i] for i in (event.selection.rows if event is not None else [])
+              if i < len(shown)}
+    selected = [r for r in rows if r["id"] in picked]
+    st.session_state[f"fallidas_shown_{version}"] = [r["id"] for r in rows]
+    csv = ui.frame([{**r, "fecha": r["fecha"].isoformat(),
+                     "ultimo_intento": queries.fmt_datetime(r["ultimo_intento"])}
+                    for r in rows], columns).to_csv(index=False)
+    st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s)")
+    st.download_button("Descargar CSV", csv, file_name=f"facturas-fallidas-{today}.csv",
+                       mime="text/csv", key="fallidas_csv")
+
+    st.subheader("Reenviar a Oppen")
+    reason = st.text_input("Motivo (obligatorio)", key=f"fallidas_motivo_{version}",
+                           placeholder="p. ej. Oppen estuvo caído el martes")
+    r1, r2 = st.columns(2)
+    with r1:
+        st.markdown("**Las facturas seleccionadas**")
+        if st.button(f"Reenviar selección ({len(selected)})", type="primary",
+                     disabled=not selected, key="reenviar_seleccion"):
+            started = ui.action(lambda: jobs.start_resend(
+                engine, settings, user=user, reason=reason,
+                invoice_ids=[r["factura_id"] for r in selected], client=ui.client(settings)))
+            if started is not None:
+                started_here(started, ui.run_label("resend", count=len(selected)))
+    with r2:
+        st.markdown("**Todo lo fallido de un local y día**")
+        days = sorted({(r["local"], r["fecha"]) for r in rows}, key=lambda d: (d[1], d[0]),
+                      reverse=True)
+        day = st.selectbox("Local y día", days, index=None, placeholder="Elegí local y día",
+                           format_func=lambda d: f"{d[0]} · {queries.fmt_date(d[1])}",
+                           key=f"fallidas_dia_{version}")
+        if st.button("Reenviar todo lo fallido", disabled=day is None, key="reenviar_dia"):
+            started = ui.action(lambda: jobs.start_resend(
+                engine, settings, user=user, reason=reason, local=day[0], fecha=day[1],
+                client=ui.client(settings)))
+            if started is not None:
+                started_here(started, ui.run_label("resend", day[0], day[1]))
+
+    duplicates = [r for r in selected if r["duplicada"]]
+    if len(selected) == 1 and duplicates:
+        dup = duplicates[0]
+        st.subheader(f"Duplicada: {ui.md(dup['referencia'])}")
+        st.caption("Oppen ya tiene una factura con este número. Compará los datos: si son "
+                   "iguales, vinculala en vez de reenviarla (usa el motivo de arriba).")
+        d1, d2 = st.columns(2)
+        if d1.button("Comparar con Oppen", key="comparar"):
+            comparison = ui.action(lambda: jobs.compare_duplicate(
+                engine, settings, user=user, state_id=dup["id"], client=ui.client(settings)))
+            if comparison is not None:
+                if comparison["remote"] is None:
+                    st.info("Oppen no tiene ninguna factura con ese número: se puede reenviar.")
+                else:
+                    if comparison["differences"]:
+                        st.warning("Los datos no coinciden: " + ui.md(
+                            "; ".join(comparison["differences"])))
+                    else:
+                        st.success("Los datos coinciden con la factura que ya está en Oppen.")
+                    a, b = st.columns(2)
+                    a.markdown("**Lo que enviaríamos**")
+                    a.json(comparison["payload"])
+                    b.markdown("**Lo que tiene Oppen**")
+                    b.json(comparison["remote"])
+        if d2.button("Vincular", key="vincular"):
+            result = ui.action(lambda: jobs.link_duplicate(
+                engine, settings, user=user, state_id=dup["id"], reason=reason,
+                client=ui.client(settings)))
+            if result is not None:
+                if result["linked"]:
+                    ui.note(PAGE, f"{dup['referencia']} quedó vinculada a la factura que ya "
+                                  f"estaba en Oppen (SerNr {result['remote'].get('SerNr')}).")
+                    st.session_state["fallidas_version"] = version + 1
+                    st.rerun()
+                else:
+                    st.warning("No se vinculó: los datos no coinciden (" + ui.md(
+                        "; ".join(result["differences"] or [])) + ").")

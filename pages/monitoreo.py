@@ -1,0 +1,110 @@
+"""Monitoreo (admin): how the sync is going per day, which errors happen, the history
+of runs, and a connectivity check against the configured Oppen target."""
+
+import datetime as dt
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages import _common as ui
+from sync import jobs, queries
+
+SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
+          "Pendientes": "pendientes"}
+COLORS = ("#16a34a", "#dc2626", "#a855f7", "#f59e0b")
+PERIODS = {"Últimos 7 días": 7, "Últimos 30 días": 30, "Últimos 90 días": 90}
+
+settings = ui.load()
+user = ui.require_user(settings, "admin")
+engine = ui.engine(settings)
+
+st.title("Monitoreo")
+
+with ui.guarded():
+    color, label, text = ui.BADGES[settings.oppen_env]
+    with st.container(border=True):
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.markdown(f"**Conexión con Oppen** · destino {label} ({text})")
+        if c2.button("Probar conexión", key="probar_conexion"):
+            timing = ui.action(lambda: jobs.ping(ui.client(settings)))
+            if timing is not None:
+                st.success(f"Conexión correcta con Oppen ({label}): autenticación "
+                           f"{timing['auth_ms']:.0f} ms, consulta {timing['query_ms']:.0f} ms.")
+
+    period = st.selectbox("Período (día de las facturas)", list(PERIODS), index=1,
+                          key="monitoreo_periodo")
+    hasta = queries.local_today()
+    desde = hasta - dt.timedelta(days=PERIODS[period])
+    stats = queries.daily_stats(engine, settings, desde, hasta)
+
+    if not stats:
+        st.info("Todavía no se sincronizó ninguna factura en este período.")
+    else:
+        sent = sum(s["enviadas"] for s in stats)
+        total = sum(s["total"] for s in stats)
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Enviadas", sent)
+        m2.metric("Fallidas", sum(s["fallidas"] for s in stats))
+        m3.metric("Pendientes", sum(s["pendientes"] for s in stats))
+        rate_text = f"{100.0 * sent / total:.1f} %".replace(".", ",") if total else "—"
+        m4.metric("Tasa de éxito", rate_text)
+
+        long = pd.DataFrame(
+            [{"Día": queries.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
+              "Estado": state, "Facturas": s[key]}
+             for s in stats for state, key in SERIES.items()])
+        g1, g2 = st.columns(2)
+        with g1:
+            st.markdown("**Facturas por día**")
+            st.altair_chart(
+                alt.Chart(long).mark_bar().encode(
+                    x=alt.X("Día:N", sort=alt.SortField("orden"), axis=alt.Axis(labelAngle=0)),
+                    y=alt.Y("sum(Facturas):Q", title="Facturas"),
+                    color=alt.Color("Estado:N", scale=alt.Scale(domain=list(SERIES),
+                                                               range=list(COLORS)),
+                                    legend=alt.Legend(orient="bottom", title=None)),
+                    order=alt.Order("Estado:N"), tooltip=["Día", "Estado", "Facturas"]),
+                width="stretch")
+        with g2:
+            st.markdown("**Tasa de éxito por día (%)**")
+            rate = pd.DataFrame([{"Día": queries.fmt_date(s["fecha"])[:5],
+                                  "orden": s["fecha"].isoformat(),
+                                  "Tasa de éxito (%)": s["tasa_exito"]} for s in stats])
+            st.altair_chart(
+                alt.Chart(rate)
+                .mark_line(point=alt.OverlayMarkDef(size=80, color=COLORS[0]), color=COLORS[0])
+                .encode(x=alt.X("Día:N", sort=alt.SortField("orden"), axis=alt.Axis(labelAngle=0)),
+                        y=alt.Y("Tasa de éxito (%):Q", scale=alt.Scale(domain=[0, 100])),
+                        tooltip=["Día", "Tasa de éxito (%)"]),
+                width="stretch")
+
+        kinds = queries.errors_by_kind(engine, settings, desde, hasta)
+        st.markdown("**Errores por tipo** (facturas que todavía no llegaron a Oppen)")
+        if kinds:
+            st.altair_chart(
+                alt.Chart(pd.DataFrame(kinds)).mark_bar(color="#dc2626", size=22).encode(
+                    y=alt.Y("tipo_error:N", title=None, sort="-x", axis=alt.Axis(labelLimit=260)),
+                    x=alt.X("cantidad:Q", title="Facturas", axis=alt.Axis(tickMinStep=1)),
+                    tooltip=[alt.Tooltip("tipo_error", title="Tipo de error"),
+                             alt.Tooltip("cantidad", title="Facturas")])
+                .properties(height=40 + 36 * len(kinds)),
+                width="stretch")
+        else:
+            st.caption("Sin errores en este período.")
+
+    st.subheader("Historial de sincronizaciones")
+    runs = queries.run_history(engine, settings, limit=200)
+    if not runs:
+        st.info("Todavía no hubo sincronizaciones.")
+    else:
+        st.dataframe(
+            ui.frame([{**r, "inicio": ui.local_dt(r["inicio"]),
+                       "duracion_s": None if r["duracion_s"] is None else round(r["duracion_s"], 1)}
+                      for r in runs],
+                     {"inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
+                      "local": "Local", "fecha": "Día", "estado": "Resultado",
+                      "total": "Facturas", "exitosas": "Enviadas", "fallidas": "Fallidas",
+                      "duracion_s": "Duración (s)", "motivo": "Motivo", "mensaje": "Mensaje"}),
+            hide_index=True, width="stretch", key="monitoreo_historial",
+            column_config={"Inicio": ui.datetime_column("Inicio"), "Día": ui.date_column("Día")})

@@ -1,0 +1,77 @@
+"""Vista previa: the exact payloads a sync of a local/day would send to Oppen, with the
+rows that cannot be sent and why. Nothing is sent or written from this page."""
+
+import datetime as dt
+import json
+
+import streamlit as st
+
+from pages import _common as ui
+from sync import queries, service
+
+settings = ui.load()
+user = ui.require_user(settings, "auditor")
+engine = ui.engine(settings)
+
+st.title("Vista previa")
+st.caption("Lo que se enviaría a Oppen para un local y un día, factura por factura. "
+           "Esta página no envía nada.")
+
+today = queries.local_today()
+with ui.guarded():
+    c1, c2 = st.columns(2)
+    fecha = c1.date_input("Día", value=today - dt.timedelta(days=1), max_value=today,
+                          format="DD/MM/YYYY", key="preview_fecha")
+    locales = [r["local"] for r in queries.day_table(engine, settings, fecha)]
+    if not locales:
+        st.info(f"No hay locales con cierres ni facturas el {queries.fmt_date(fecha)}.")
+        st.stop()
+    local = c2.selectbox("Local", locales, index=None, placeholder="Elegí un local",
+                         key="preview_local")
+    if not local:
+        st.info("Elegí un local para ver lo que se enviaría a Oppen.")
+        st.stop()
+
+    result = service.preview(engine, settings, local, fecha)
+    items = result["items"]
+    if not items:
+        st.info(f"{local} no tiene facturas para sincronizar el {queries.fmt_date(fecha)}.")
+        st.stop()
+
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Facturas", result["total"])
+    m2.metric("Se pueden enviar", result["validas"])
+    m3.metric("Con datos inválidos", result["invalidas"])
+    m4.metric("Monto a enviar", ui.pesos(result["monto_valido"]))
+    if result["invalidas"]:
+        st.warning(f"{result['invalidas']} factura(s) no se pueden enviar hasta corregir sus "
+                   "datos en el sistema de facturación (ver columna «Problema»).")
+
+    table = ui.frame(
+        [{**i, "monto": ui.pesos_or_text(i["monto"]),
+          "valid": "Sí" if i["valid"] else "No",
+          "state": ui.STATE_LABELS.get(i["state"], "Sin sincronizar") if i["state"]
+          else "Sin sincronizar",
+          "problema": "; ".join(f"{p['field']}: {p['reason']}" for p in i["problems"]),
+          "official": (i["payload"] or {}).get("OfficialSerNr"),
+          "due": (i["payload"] or {}).get("DueDate")}
+         for i in items],
+        {"reference": "Factura", "monto": "Monto", "valid": "Se puede enviar",
+         "problema": "Problema", "official": "OfficialSerNr", "due": "Vencimiento",
+         "state": "Estado actual"})
+    st.dataframe(table, hide_index=True, width="stretch", key="preview_tabla")
+
+    st.subheader("JSON de cada factura")
+    for item in items:
+        title = f"{item['reference']} · " + ("se envía" if item["valid"] else "NO se envía")
+        with st.expander(title):
+            if item["valid"]:
+                st.json(item["payload"])
+            else:
+                for p in item["problems"]:
+                    st.error(ui.md(f"{p['field']}: {p['reason']}"))
+
+    st.download_button(
+        "Descargar JSON", key="preview_descargar",
+        data=json.dumps(result, ensure_ascii=False, indent=2, default=str),
+        file_name=f"vista-previa-{local}-{fecha.isoformat()}.json", mime="application/json")
