@@ -64,7 +64,11 @@ def demo_wanted(settings: Settings) -> bool:
 @st.cache_resource(show_spinner="Preparando la base de datos…")
 def _engine(database_url: str, demo_data: bool, _settings: Settings) -> sa.engine.Engine:
     engine = runtime.open_engine(_settings)
-    db.init_db(engine)
+    db.init_db(engine, source_tables=True if demo_data else None)
+    missing = db.check_schema(engine)
+    if missing:
+        raise ConfigError(f"Faltan tablas en la base ({', '.join(missing)}): revisá DATABASE_URL "
+                          "o ejecutá python -m sync init-db")
     if demo_data and demo.is_empty(engine):
         result = demo.load_demo(engine, today=queries.local_today())
         logger.info("Datos de demostración cargados: %s", result)

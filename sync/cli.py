@@ -162,8 +162,12 @@ def _engine(settings: Settings, *, need_schema: bool = True):
 def cmd_init_db(args, settings: Settings) -> int:
     from .demo import load_demo
     engine = _engine(settings, need_schema=False)
-    created = db.init_db(engine)
+    created = db.init_db(engine, source_tables=True if args.demo else None)
     print("Tablas creadas: " + (", ".join(created) if created else "ninguna (ya existían)"))
+    missing = db.check_schema(engine)
+    if missing:
+        raise ConfigError(f"Faltan tablas de la aplicación de ventas ({', '.join(missing)}): "
+                          "DATABASE_URL apunta a una base que no es la de los locales")
     if args.demo:
         result = load_demo(engine)
         if result.get("omitido"):

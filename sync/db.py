@@ -226,11 +226,16 @@ def make_engine(url: str, **kwargs) -> Engine:
     raise ConfigError(f"DATABASE_URL: base de datos no admitida ({backend})")
 
 
-def init_db(engine: Engine, *, source_tables: bool = True) -> list[str]:
+def init_db(engine: Engine, *, source_tables: bool | None = None) -> list[str]:
     """Create the tables that are missing; never drops or alters an existing one.
 
+    The host application's tables are created only on SQLite (the embedded default) or
+    when asked (demo data, tests): on the chain's MySQL they exist already, and an empty
+    copy made there by mistake would hide that the URL points at the wrong database.
     Returns the names of the tables it created.
     """
+    if source_tables is None:
+        source_tables = engine.dialect.name == "sqlite"
     existing = set(sa.inspect(engine).get_table_names())
     wanted = (SOURCE_TABLES if source_tables else ()) + OWN_TABLES
     missing = [t for t in wanted if t.name not in existing]
@@ -240,6 +245,7 @@ def init_db(engine: Engine, *, source_tables: bool = True) -> list[str]:
 
 def check_schema(engine: Engine) -> list[str]:
     """Names of the tables the package needs that do not exist yet."""
+    # (init-db creates ours; the host's must already be there on MySQL.)
     existing = set(sa.inspect(engine).get_table_names())
     return [t.name for t in SOURCE_TABLES + OWN_TABLES if t.name not in existing]
 

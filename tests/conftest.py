@@ -70,7 +70,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def engine(db_url):
     engine = db.make_engine(db_url)
-    db.init_db(engine)
+    db.init_db(engine, source_tables=True)
     yield engine
     engine.dispose()
 

@@ -46,7 +46,7 @@ def machine_for(backend: str):
                 url = parsed.render_as_string(hide_password=False)
                 self.mysql = (base, name)
             self.engine = db.make_engine(url)
-            db.init_db(self.engine)
+            db.init_db(self.engine, source_tables=True)
             seed_days(self.engine, ["NORTE", "SUR"], days=1, per_day=INVOICES // 2)
             self.settings = validate(Settings(
                 database_url=url, base_url=self.sandbox.url, username="API",

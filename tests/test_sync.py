@@ -312,3 +312,20 @@ def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy,
     assert len(received) == 1
     text = received[0]["text"]
     assert "PALERMO" in text and "2025-01-05" in text and "monto" in text
+
+
+def test_init_db_creates_host_tables_only_on_sqlite(db_url):
+    fresh = db.make_engine(db_url)
+    try:
+        created = set(db.init_db(fresh))
+        own = {t.name for t in db.OWN_TABLES}
+        host = {t.name for t in db.SOURCE_TABLES}
+        if fresh.dialect.name == "sqlite":
+            assert created == own | host
+        else:
+            # On the chain's MySQL the host tables exist already; never make empty copies.
+            assert created == own
+            assert set(db.check_schema(fresh)) == host
+        assert db.init_db(fresh) == []  # a second time creates nothing
+    finally:
+        fresh.dispose()

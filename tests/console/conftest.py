@@ -62,7 +62,7 @@ def demo_url(tmp_path):
     """A SQLite file with the demo data, its main day being yesterday in Argentina."""
     url = f"sqlite:///{tmp_path / 'console.sqlite3'}"
     engine = db.make_engine(url)
-    db.init_db(engine)
+    db.init_db(engine, source_tables=True)
     demo.load_demo(engine, today=queries.local_today())
     engine.dispose()
     return url
