@@ -150,6 +150,10 @@ def _translate(exc: requests.RequestException) -> OppenTransportError:
         return OppenTransportError("Error de conexión: Connection timeout", maybe_applied=False)
     if isinstance(exc, requests.Timeout):
         return OppenTransportError("Error de conexión: Connection timeout")
+    if isinstance(exc, requests.exceptions.SSLError):
+        # The handshake failed: nothing was sent, and nothing should be until fixed.
+        return OppenTransportError("Error de conexión: el certificado TLS de Oppen no es válido",
+                                   maybe_applied=False)
     if isinstance(exc, requests.ConnectionError):
         detail = str(exc)
         if any(s in detail for s in ("Connection refused", "Name or service not known",
