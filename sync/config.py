@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
 from .mapping import PROFILES, MappingProfile
@@ -78,7 +77,8 @@ class Settings:
     lease_seconds: float = 120.0
     concurrency: int = 4
     breaker_threshold: int = 5
-    webhook_url: str | None = None
+    # Not in repr: a webhook's path is its secret.
+    webhook_url: str | None = field(default=None, repr=False)
     mapping: MappingProfile = MappingProfile()
     users: Mapping[str, User] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
@@ -285,7 +285,7 @@ def validate(settings: Settings) -> Settings:
                           f"(se recibió {settings.oppen_env[:40]!r})")
     try:
         url = make_url(settings.database_url)
-    except ArgumentError:
+    except Exception:  # ArgumentError, or ValueError for a bad port: never echo the URL
         raise ConfigError("DATABASE_URL no es una URL de base de datos válida "
                           "(p. ej. sqlite:///data/console.sqlite3 o "
                           "mysql+pymysql://usuario:clave@host/base)") from None
@@ -300,6 +300,15 @@ def validate(settings: Settings) -> Settings:
         if parts.scheme != "https" and parts.hostname not in LOOPBACK:
             raise ConfigError("OPPEN_BASE_URL debe usar https:// (sin cifrado solo se admite "
                               "127.0.0.1 o localhost)")
+        # The target names where invoices go: a "sandbox" that is really Oppen, or a
+        # "test" that is really production, would mark real invoices as sent elsewhere.
+        if settings.oppen_env == "sandbox" and parts.hostname not in LOOPBACK:
+            raise ConfigError("OPPEN_BASE_URL: con OPPEN_ENV=sandbox la URL debe ser local "
+                              "(127.0.0.1 o localhost); para Oppen usá OPPEN_ENV=test o production")
+        for env, known in ENVIRONMENTS.items():
+            if known and parts.hostname == urlsplit(known).hostname and env != settings.oppen_env:
+                raise ConfigError(f"OPPEN_BASE_URL apunta al entorno {env} pero OPPEN_ENV es "
+                                  f"{settings.oppen_env}: corregí uno de los dos")
         settings = settings.replace(base_url=base_url.rstrip("/"))
         for name, value in (("OPPEN_USERNAME", settings.username),
                             ("OPPEN_PASSWORD", settings.password)):
@@ -314,4 +323,18 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("OPPEN_MAX_ATTEMPTS no puede ser mayor que 20")
     if settings.concurrency > 64:
         raise ConfigError("OPPEN_CONCURRENCY no puede ser mayor que 64")
+    if settings.lease_seconds < 1:
+        raise ConfigError("OPPEN_LEASE_SECONDS debe ser al menos 1")
+    _check_mapping_ranges(settings.mapping)
     return settings
+
+
+def _check_mapping_ranges(profile: MappingProfile) -> None:
+    if not (profile.vat_rate.is_finite() and 0 <= profile.vat_rate < 1):
+        raise ConfigError("[mapping] vat_rate debe estar entre 0 y 1 (p. ej. 0.21)")
+    if profile.qty < 1:
+        raise ConfigError("[mapping] qty debe ser al menos 1")
+    if profile.payment_days < 0:
+        raise ConfigError("[mapping] payment_days no puede ser negativo")
+    if profile.sernr_base < 1:
+        raise ConfigError("[mapping] sernr_base debe ser mayor que 0")

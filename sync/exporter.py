@@ -88,6 +88,38 @@ class Breaker:
             self._streak = 0
 
 
+class Heartbeat(threading.Thread):
+    """Keeps the run's locks and claims alive every third of the lease, whatever the
+    run is doing (a slow login, a long retry, a busy database). If the locks were
+    taken over, or cannot be renewed for most of a lease, it stops the run's sending:
+    a run that may no longer own its invoices must not post them."""
+
+    def __init__(self, engine: Engine, owner: str, lease: float, breaker: Breaker):
+        super().__init__(name="oppen-heartbeat", daemon=True)
+        self.engine, self.owner, self.lease, self.breaker = engine, owner, lease, breaker
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        interval = self.lease / 3
+        last_ok = time.monotonic()
+        while not self._stop_event.wait(interval):
+            try:
+                if store.renew(self.engine, self.owner, self.lease):
+                    last_ok = time.monotonic()
+                    continue
+                self.breaker.trip("Se detuvo la sincronización: otra sincronización tomó este local/día")
+                return
+            except Exception:  # the database hiccups: retry until the lease is at risk
+                logger.warning("No se pudo renovar la sincronización en curso", exc_info=True)
+                if time.monotonic() - last_ok > self.lease * 0.6:
+                    self.breaker.trip("Se detuvo la sincronización: no se pudo mantener su registro en la base de datos")
+                    return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
 @dataclass
 class Job:
     reg: Registered
@@ -178,7 +210,7 @@ def deliver(client: OppenClient, job: Job, policy: Policy, breaker: Breaker) -> 
         except Exception as exc:  # a bug must not lose the invoice: keep it for lookup
             logger.exception("❌ Error inesperado enviando %s", job.reg.reference)
             out.needs_lookup = True
-            out.state, out.error = FAILED, f"Error inesperado: {type(exc).__name__}"
+            out.state, out.error = FAILED, "Error inesperado (detalle en el log del servidor)"
             return out
     if error is None:
         out.state, out.error = PENDING, "No se envió"
@@ -283,25 +315,31 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
                              days=list(request.groups), username=request.user,
                              reason=request.reason, lease=settings.lease_seconds, owner=owner,
                              local=request.local, fecha=request.fecha)
+    breaker = Breaker(policy.breaker_threshold)
+    heartbeat = Heartbeat(engine, owner, settings.lease_seconds, breaker)
+    heartbeat.start()
     if on_start:
         on_start(run_id)
     started = time.monotonic()
     summary: dict = {}
     try:
         summary = _execute(engine, settings, client, request, run_id, owner, policy, today,
-                           progress)
+                           progress, breaker)
     except OppenError as exc:
+        heartbeat.stop()
         summary = {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": False,
                    "error": exc.message}
         store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
                          message=exc.message)
         _notify(settings, request, [{"factura": "todas las del día", "error": exc.message}])
         raise
-    except BaseException as exc:
-        message = f"Error inesperado: {type(exc).__name__}"
+    except BaseException:
+        heartbeat.stop()
+        logger.exception("❌ Error inesperado en la sincronización")
         store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
-                         message=message)
+                         message="Error inesperado (detalle en el log del servidor)")
         raise
+    heartbeat.stop()
     summary_message = summary.get("message") or ""
     store.finish_run(engine, run_id, owner, state=db.DONE, summary=summary,
                      message=summary_message)
@@ -327,7 +365,8 @@ def _notify(settings: Settings, request: RunRequest, errores: list) -> None:
     notify_failures(settings, local=local, fecha=fecha, errores=errores)
 
 
-def _execute(engine, settings, client, request, run_id, owner, policy, today, progress) -> dict:
+def _execute(engine, settings, client, request, run_id, owner, policy, today, progress,
+             breaker) -> dict:
     target, profile = settings.target, settings.mapping
     registered: list[Registered] = []
     for (local, fecha), facturas in request.groups.items():
@@ -347,7 +386,7 @@ def _execute(engine, settings, client, request, run_id, owner, policy, today, pr
         if client.tokens.get() is None:
             _authenticate(client, policy, engine, candidates)
         stop_reason = _send(engine, settings, client, candidates, run_id, owner, policy, today,
-                            progress, total, results)
+                            progress, total, results, breaker)
 
     errores, exitosas, counts = [], 0, {PENDING: 0, INVALID: 0, CONFLICT: 0}
     for reg in considered:
@@ -397,10 +436,9 @@ def _authenticate(client: OppenClient, policy: Policy, engine: Engine,
 
 
 def _send(engine, settings, client, candidates, run_id, owner, policy, today, progress,
-          total, results) -> str | None:
+          total, results, breaker) -> str | None:
     """Send the candidates C at a time; returns why the run stopped early, if it did."""
     profile = settings.mapping
-    breaker = Breaker(policy.breaker_threshold)
     workers = max(1, settings.concurrency)
     local_clients = threading.local()
     made: list[OppenClient] = []
@@ -420,28 +458,22 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
     unflushed: list[Outcome] = []
     done_count = total - len(candidates)   # invalid/conflict rows count as handled
     exitosas = 0
-    last_flush = last_renew = time.monotonic()
+    last_flush = time.monotonic()
     sending_ref: str | None = None
-    renew_every = settings.lease_seconds / 3
     claim_size = max(16, workers * 4)
 
-    def flush(force_renew: bool = False, current: str | None = None) -> None:
-        nonlocal last_flush, last_renew
-        now = time.monotonic()
-        renew = force_renew or now - last_renew >= renew_every
+    def flush(current: str | None = None) -> None:
+        nonlocal last_flush
         store.record(engine, owner, run_id, unflushed,
                      progress={"total": total, "processed": done_count, "exitosas": exitosas,
-                               "fallidas": done_count - exitosas, "current_ref": current},
-                     lease=settings.lease_seconds if renew else None)
+                               "fallidas": done_count - exitosas, "current_ref": current})
         for written in unflushed:
             # Only state and error are needed for the summary: a 100,000-invoice run
             # must not keep every request and response body in memory.
             written.request_body = written.response_body = None
             written.attempts = []
         unflushed.clear()
-        last_flush = now
-        if renew:
-            last_renew = now
+        last_flush = time.monotonic()
 
     if progress:
         progress(done_count, total, None)
@@ -504,8 +536,6 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
             if unflushed and (len(unflushed) >= FLUSH_EVERY
                               or time.monotonic() - last_flush >= FLUSH_SECONDS):
                 flush(current=sending_ref if in_flight else current)
-            elif time.monotonic() - last_renew >= renew_every:
-                flush(force_renew=True, current=sending_ref if in_flight else current)
         done_count = total
         flush(current=None)
     for made_client in made:

@@ -28,6 +28,14 @@ CHUNK = 500
 MAX_TEXT = 20000
 
 
+def db_now(conn: Connection) -> dt.datetime:
+    """The database's clock, for leases: two hosts on one MySQL must agree on when a
+    claim expires even if their own clocks drift apart."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return conn.execute(sa.text("SELECT UTC_TIMESTAMP()")).scalar()
+    return db.utcnow()  # SQLite lives on this host: its clock is ours
+
+
 def new_owner() -> str:
     return uuid.uuid4().hex
 
@@ -160,7 +168,16 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             state, reference, error = row["state"], row["reference"], row["last_error"]
             if state in (PENDING, FAILED, INVALID):
                 mapped = map_factura(factura, profile, today, row["id"])
-                if isinstance(mapped, Invalid):
+                posted_before = row["attempts"] > 0 or row["needs_lookup"]
+                number_now = mapped.official_sernr if isinstance(mapped, Mapped) else None
+                if posted_before and row["official_sernr"] and number_now != row["official_sernr"]:
+                    # An earlier POST may be in Oppen under the old number: a lookup by
+                    # the new one would miss it and send a second invoice.
+                    new = (CONFLICT, reference,
+                           f"Conflicto: la factura cambió en el sistema de ventas después de un "
+                           f"envío que pudo llegar a Oppen como {row['official_sernr']}; "
+                           "revisala en Oppen antes de reenviar")
+                elif isinstance(mapped, Invalid):
                     new = (INVALID, mapped.reference, f"Datos inválidos: {mapped.reason}")
                 elif state == INVALID:
                     new = (PENDING, mapped.reference, None)
@@ -170,7 +187,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                     state, reference, error = new
                     changes.append({"b_id": row["id"], "b_state": state, "b_ref": reference[:120],
                                     "b_err": error,
-                                    "b_off": mapped.official_sernr if isinstance(mapped, Mapped)
+                                    "b_off": number_now if state in (PENDING, FAILED)
                                     else row["official_sernr"], "b_now": now})
             result.append(Registered(row["id"], factura, state, reference, bool(row["needs_lookup"]),
                                      row["sernr"], error))
@@ -219,10 +236,10 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     "sending" claim sets needs_lookup: its POST may have reached Oppen.
     """
     t = oppen_invoices
-    now = db.utcnow()
-    until = now + dt.timedelta(seconds=lease)
     claimed: dict[int, bool] = {}
     with engine.begin() as conn:
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
         for part in _chunks(list(state_ids)):
             # needs_lookup is assigned before state: MySQL evaluates SET left to right
             # and would otherwise see the new state.
@@ -243,10 +260,18 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     return claimed
 
 
-def renew_claims(conn: Connection, owner: str, until: dt.datetime) -> None:
-    t = oppen_invoices
-    conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
-                 .values(claim_until=until))
+def renew(engine: Engine, owner: str, lease: float) -> int:
+    """The run's heartbeat: extend its locks and claims. Returns how many locks it still
+    holds (0: another run took them over, so this one must stop sending)."""
+    t, L = oppen_invoices, oppen_run_locks
+    with engine.begin() as conn:
+        until = db_now(conn) + dt.timedelta(seconds=lease)
+        held = conn.execute(sa.update(L).where(L.c.owner == owner)
+                            .values(lease_until=until)).rowcount
+        if held:
+            conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
+                         .values(claim_until=until))
+    return held
 
 
 def release_claims(conn: Connection, owner: str, reason: str) -> int:
@@ -290,7 +315,7 @@ class Outcome:
 
 
 def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Outcome],
-           progress: Mapping | None = None, lease: float | None = None) -> None:
+           progress: Mapping | None = None) -> None:
     """Write a batch of outcomes, their attempts and the run's progress in one transaction."""
     t = oppen_invoices
     now = db.utcnow()
@@ -325,11 +350,6 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
         if run_id is not None and progress is not None:
             conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id)
                          .values(heartbeat_at=now, **progress))
-        if lease is not None:
-            until = now + dt.timedelta(seconds=lease)
-            renew_claims(conn, owner, until)
-            conn.execute(sa.update(oppen_run_locks).where(oppen_run_locks.c.owner == owner)
-                         .values(lease_until=until))
 
 
 # --- runs and their locks ------------------------------------------------------------
@@ -341,10 +361,10 @@ def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[st
 
     Raises RunInProgress naming the local/day that another live run holds.
     """
-    now = db.utcnow()
-    until = now + dt.timedelta(seconds=lease)
     L = oppen_run_locks
     with engine.begin() as conn:
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
         run_id = conn.execute(sa.insert(oppen_runs).values(
             target=target, kind=kind, local=local, fecha=fecha, username=username,
             reason=reason, owner=owner, state=db.RUNNING, started_at=now, heartbeat_at=now,
@@ -352,7 +372,7 @@ def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[st
     taken: list[tuple[str, dt.date]] = []
     try:
         for day_local, day in sorted(set(days)):
-            if not _take_lock(engine, target, day_local, day, run_id, owner, now, until):
+            if not _take_lock(engine, target, day_local, day, run_id, owner, lease):
                 raise RunInProgress(f"Ya hay una sincronización en curso para {day_local} "
                                     f"{day.isoformat()}; esperá a que termine.")
             taken.append((day_local, day))
@@ -367,16 +387,19 @@ def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[st
 
 
 def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: int,
-               owner: str, now: dt.datetime, until: dt.datetime) -> bool:
+               owner: str, lease: float) -> bool:
     L = oppen_run_locks
     try:
         with engine.begin() as conn:
+            until = db_now(conn) + dt.timedelta(seconds=lease)
             conn.execute(sa.insert(L).values(target=target, local=local, fecha=fecha,
                                              run_id=run_id, owner=owner, lease_until=until))
         return True
     except IntegrityError:
         pass
     with engine.begin() as conn:
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
         row = conn.execute(sa.select(L.c.run_id, L.c.owner).where(
             L.c.target == target, L.c.local == local, L.c.fecha == fecha,
             L.c.lease_until < now)).first()

@@ -159,3 +159,58 @@ def test_retry_after_is_honoured_and_429_is_not_ambiguous(engine, settings, clie
     assert len(waits) == 2
     lookups = [e for e in sandbox.request_log() if e["method"] == "GET"]
     assert lookups == []  # Oppen said "not applied": nothing to look up
+
+
+def test_a_slow_login_keeps_the_lock(engine, settings, sandbox):
+    """The heartbeat renews the run's lock while it waits on Oppen, so a second run
+    started after the lease has passed is still refused."""
+    import threading
+    import time
+
+    from sync.client import OppenClient
+    from sync.errors import RunInProgress
+    seed_days(engine, ["LENTO"], days=1, per_day=3)
+    quick = settings.replace(lease_seconds=1.0)
+    sandbox.set_faults(latency_ms=2500)
+    slow = OppenClient(base_url=settings.base_url, api="ApiNg", username="API",
+                       password=settings.password, timeout=10)
+    policy = Policy(max_attempts=1, sleep=lambda s: None)
+    results = []
+    first = threading.Thread(target=lambda: results.append(service.resend(
+        engine, quick, user="a", local="LENTO", fecha=dt.date(2025, 3, 1), client=slow,
+        policy=policy)))
+    first.start()
+    time.sleep(1.6)  # past the lease: only the heartbeat keeps the lock
+    with pytest.raises(RunInProgress):
+        service.resend(engine, quick, user="b", local="LENTO", fecha=dt.date(2025, 3, 1),
+                       client=slow, policy=policy)
+    sandbox.set_faults(latency_ms=0)
+    first.join(timeout=30)
+    assert results and results[0]["exitosas"] == 3
+    check_exactly_once(engine, settings.target, sandbox, expected=3)
+
+
+def test_a_number_changed_after_an_ambiguous_post_is_a_conflict(engine, settings, client,
+                                                                 sandbox):
+    close_day(engine, "MATRIZ")
+    fid = add_factura(engine, "MATRIZ", "A", "5", "100", 10)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
+    sandbox.set_faults(timeout_rate=1.0, hang_seconds=0.5)
+    impatient = client.__class__(base_url=settings.base_url, api="ApiNg", username="API",
+                                 password=settings.password, timeout=0.25)
+    policy = Policy(max_attempts=1, sleep=lambda s: None)
+    first = service.resend(engine, settings, user="a", client=impatient, policy=policy,
+                           today=TODAY)
+    assert first["fallidas"] == 1 and len(sandbox.invoices()) == 1  # stored, answer lost
+    sandbox.set_faults(timeout_rate=0.0)
+    with engine.begin() as conn:  # the host application corrects the number
+        conn.execute(sa.update(db.facturas_trns).where(db.facturas_trns.c.id == fid)
+                     .values(nro_factura="101"))
+
+    again = service.resend(engine, settings, user="a", client=client, policy=policy, today=TODAY)
+
+    assert again["conflictos"] == 1
+    assert "0005-00000100" in again["errores"][0]["error"]
+    assert [i["OfficialSerNr"] for i in sandbox.invoices()] == ["0005-00000100"]
+    check_accounting(engine, settings.target)
