@@ -285,16 +285,20 @@ def payload_total(payload: Mapping) -> Decimal:
     return total.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def differences(payload: Mapping, remote: Mapping, *, gross: Decimal | None = None) -> list[str]:
+def differences(payload: Mapping, remote: Mapping, *, gross: Decimal | None = None,
+                ignore: tuple[str, ...] = ()) -> list[str]:
     """Fields where the invoice Oppen holds differs from the one we would send.
 
     Empty means "the same invoice": a lookup after an ambiguous attempt may then
-    mark it sent. Items are compared by their sum; when Oppen's record carries only
+    mark it sent. Linking a duplicate someone else sent ignores SerNr: Oppen's number
+    is the one to keep. Items are compared by their sum; when Oppen's record carries only
     its Total (which includes VAT), it is compared with `gross`, the row's amount.
     Oppen may round by a cent, hence the tolerance.
     """
     diffs = []
     for key in ("OfficialSerNr", "SerNr", "CustCode", "TransDate", "Labels"):
+        if key in ignore:
+            continue
         if key in payload and str(remote.get(key)) != str(payload[key]):
             diffs.append(f"{key}: Oppen tiene {str(remote.get(key))[:60]!r}, "
                          f"se esperaba {str(payload[key])[:60]!r}")

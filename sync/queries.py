@@ -28,6 +28,8 @@ RUN_STATE_LABELS = {db.RUNNING: "en curso", db.DONE: "terminada",
 # What "failed" means on the failed-invoices screen (plus pending with an error).
 PROBLEM_STATES = (FAILED, INVALID, CONFLICT)
 MAX_ROWS = 5000
+ABANDONED = ("Interrumpida: la sincronización que la enviaba dejó de responder; se verificará "
+             "en Oppen antes de reenviarla")
 
 
 # --- time ---------------------------------------------------------------------------
@@ -229,7 +231,16 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
     if hard:
         conditions.append(t.c.state.in_(hard))
     if PENDING in wanted:
-        conditions.append(sa.and_(t.c.state == PENDING, t.c.last_error.is_not(None)))
+        # Pending with a reason, or left behind by a run that died (never attempted, or
+        # claimed and abandoned): all of them need someone to resend. Pending rows of a
+        # local/day whose run is alive right now are that run's business, not a problem.
+        now = db.utcnow()
+        L = db.oppen_run_locks
+        live_run = sa.exists().where(L.c.target == t.c.target, L.c.local == t.c.local,
+                                     L.c.fecha == t.c.fecha, L.c.lease_until >= now)
+        conditions.append(sa.and_(t.c.state == PENDING,
+                                  sa.or_(t.c.last_error.is_not(None), ~live_run)))
+        conditions.append(sa.and_(t.c.state == SENDING, t.c.claim_until < now))
     if not conditions:
         return []
     last_attempt = (sa.select(sa.func.max(a.c.at)).where(a.c.invoice_id == t.c.id)
@@ -253,7 +264,10 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
         return [{
             "id": r.id, "factura_id": r.factura_id, "referencia": r.reference,
             "local": r.local, "fecha": _as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
-            "estado": r.state, "error": r.last_error, "http_status": r.last_http_status,
+            # An abandoned claim reads as what it is for a person: pending, to verify.
+            "estado": PENDING if r.state == SENDING else r.state,
+            "error": r.last_error or (ABANDONED if r.state == SENDING else
+                                      "Todavía no se intentó: la sincronización se interrumpió"), "http_status": r.last_http_status,
             "intentos": r.attempts, "ultimo_intento": r.ultimo_intento,
             "actualizado": r.updated_at, "tipo_error": kind_label(r.kind, r.last_http_status),
             "duplicada": r.kind == "duplicate" and r.state == FAILED,

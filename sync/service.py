@@ -284,7 +284,8 @@ def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
             client.close()
     remote = found[0] if found else None
     return {"reference": row["reference"], "payload": mapped.payload, "remote": remote,
-            "differences": differences(mapped.payload, remote, gross=mapped.amount) if remote else None}
+            "differences": (differences(mapped.payload, remote, gross=mapped.amount,
+                                           ignore=("SerNr",)) if remote else None)}
 
 
 def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: str,
@@ -298,6 +299,18 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
     if not reason or not reason.strip():
         raise SyncError("Indicá un motivo para vincular la factura")
     comparison = compare_with_oppen(engine, settings, state_id, client=client, today=today)
+    number = comparison["payload"]["OfficialSerNr"]
+    t = oppen_invoices
+    with engine.connect() as conn:
+        twin = conn.execute(sa.select(t.c.factura_id).where(
+            t.c.target == settings.target, t.c.official_sernr == number, t.c.state == SENT,
+            t.c.id != state_id).limit(1)).scalar()
+    if twin is not None:
+        # Two rows of the sales system with one number: Oppen's invoice is already the
+        # other row's. Linking this one too would count one invoice twice.
+        raise SyncError(f"No se puede vincular: la factura {number} de Oppen ya corresponde a "
+                        f"otra fila del sistema de ventas (id {twin}); esta fila está duplicada "
+                        "allí y hay que corregirla en el origen")
     remote = comparison["remote"]
     if remote is None:
         raise SyncError(f"Oppen no tiene ninguna factura {comparison['payload']['OfficialSerNr']}: "

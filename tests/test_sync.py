@@ -196,12 +196,12 @@ def test_link_duplicate_after_comparing(engine, settings, client, policy, sandbo
     audit(engine, settings, "MIX", client, policy)
     ids = {r["referencia"]: r["id"] for r in service.status(engine, settings, "MIX", DAY)}
 
-    # Only Oppen's SerNr differs, and it is ours to take: link it.
-    client_mode = settings.replace(mapping=settings.mapping.replace(sernr_mode="server"))
-    linked = service.link_duplicate(engine, client_mode, ids["A 0005-00000003"], user="admin",
+    # Only Oppen's SerNr differs from ours (client-assigned): Oppen's is kept, link it.
+    assert settings.mapping.sernr_mode == "client"
+    linked = service.link_duplicate(engine, settings, ids["A 0005-00000003"], user="admin",
                                     reason="ya estaba cargada a mano", client=client, today=TODAY)
     assert linked["linked"] is True
-    refused = service.link_duplicate(engine, client_mode, ids["A 0005-00000004"], user="admin",
+    refused = service.link_duplicate(engine, settings, ids["A 0005-00000004"], user="admin",
                                      reason="probar", client=client, today=TODAY)
     assert refused["linked"] is False
     assert any(d.startswith("TransDate") for d in refused["differences"])
@@ -329,3 +329,18 @@ def test_init_db_creates_host_tables_only_on_sqlite(db_url):
         assert db.init_db(fresh) == []  # a second time creates nothing
     finally:
         fresh.dispose()
+
+
+def test_link_refuses_a_row_duplicated_in_the_sales_system(engine, settings, client, policy,
+                                                            sandbox):
+    from sync.errors import SyncError
+    close_day(engine, "PALERMO")
+    add_factura(engine, "PALERMO", "A", "6", "1691", 15000)
+    add_factura(engine, "PALERMO", "A", "6", "1691", 15000)
+    audit(engine, settings, "PALERMO", client, policy)
+    failed = [r for r in service.status(engine, settings, "PALERMO", DAY) if r["estado"] == "failed"]
+    assert len(failed) == 1
+    with pytest.raises(SyncError, match="ya corresponde a otra fila"):
+        service.link_duplicate(engine, settings, failed[0]["id"], user="admin", reason="x",
+                               client=client, today=TODAY)
+    assert [r["estado"] for r in service.status(engine, settings, "PALERMO", DAY)].count("sent") == 1

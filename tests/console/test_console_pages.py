@@ -368,13 +368,14 @@ def test_resend_everything_failed_of_a_day_and_compare_the_duplicate(console_env
     at.run()
     at.button(key="comparar").click().run()
     no_exception(at)
-    # Oppen holds the other PALERMO invoice under that number, with its own SerNr.
-    assert shows(at, "warning", "Los datos no coinciden: SerNr")
+    # Oppen holds the other PALERMO row (same number, same data) under that number.
+    assert shows(at, "success", "Los datos coinciden con la factura que ya está en Oppen")
     assert len(at.json) == 2
     at.text_input(key="fallidas_motivo_0").input("es la misma")
     at.button(key="vincular").click().run()
     no_exception(at)
-    assert shows(at, "warning", "No se vinculó: los datos no coinciden")
+    # But that Oppen invoice is already the other row's: linking would count it twice.
+    assert shows(at, "error", "ya corresponde a otra fila del sistema de ventas")
 
     at.selectbox(key="fallidas_dia_0").select_index(0).run()
     at.text_input(key="fallidas_motivo_0").input("reintento del día")
