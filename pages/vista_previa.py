@@ -40,9 +40,12 @@ with ui.guarded():
 
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Facturas", result["total"])
-    m2.metric("Se pueden enviar", result["validas"])
+    m2.metric("Se enviarían", result["validas"])
     m3.metric("Con datos inválidos", result["invalidas"])
     m4.metric("Monto a enviar", ui.pesos(result["monto_valido"]))
+    if result["ya_enviadas"]:
+        st.info(f"{result['ya_enviadas']} factura(s) ya están en Oppen (o esperan revisión) "
+                "y no se volverían a enviar.")
     if result["invalidas"]:
         st.warning(f"{result['invalidas']} factura(s) no se pueden enviar hasta corregir sus "
                    "datos en el sistema de facturación (ver columna «Problema»).")
@@ -63,7 +66,9 @@ with ui.guarded():
 
     st.subheader("JSON de cada factura")
     for item in items:
-        title = f"{item['reference']} · " + ("se envía" if item["valid"] else "NO se envía")
+        title = f"{item['reference']} · " + (
+            "se envía" if item["to_send"] else
+            "ya está en Oppen" if item["valid"] else "NO se envía")
         with st.expander(title):
             if item["valid"]:
                 st.json(item["payload"])

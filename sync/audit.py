@@ -77,19 +77,26 @@ def audited_message(local: str, fecha: dt.date) -> str:
     return f"Local {local} marcado como auditado para {fecha.isoformat()}"
 
 
-def sync_message(head: str, summary: dict) -> str:
-    """The seed's second line for a finished sync."""
+def result_lines(summary: dict, *, resend: bool = False) -> str:
+    """What a finished sync (or resend) says, in the seed's words."""
     if summary["total"] == 0:
-        if summary.get("ya_enviadas"):
-            return f"{head}\nℹ️ {summary['message']}"
-        return f"{head}\nℹ️ No había facturas para sincronizar con Oppen"
+        if resend or summary.get("ya_enviadas"):
+            return f"ℹ️ {summary.get('message') or 'No hay facturas para reenviar'}"
+        return "ℹ️ No había facturas para sincronizar con Oppen"
     if summary["fallidas"] == 0:
-        return f"{head}\n✅ {summary['exitosas']} factura(s) enviada(s) a Oppen exitosamente"
-    text = (f"{head}\n⚠️ Algunas facturas no pudieron enviarse a Oppen: "
-            f"{summary['fallidas']}/{summary['total']}\nPrimer error: {summary['errores'][0]['error']}")
+        verb = "reenviada(s)" if resend else "enviada(s)"
+        return f"✅ {summary['exitosas']} factura(s) {verb} a Oppen exitosamente"
+    errores = summary.get("errores") or [{"error": "sin detalle"}]
+    text = (f"⚠️ Algunas facturas no pudieron enviarse a Oppen: "
+            f"{summary['fallidas']}/{summary['total']}\nPrimer error: {errores[0]['error']}")
     if summary.get("message"):
         text += f"\n{summary['message']}"
     return text
+
+
+def sync_message(head: str, summary: dict) -> str:
+    """The seed's message for an audit: its first line, then the sync's result."""
+    return f"{head}\n{result_lines(summary)}"
 
 
 def public_summary(summary: dict) -> dict:
@@ -124,6 +131,14 @@ def mark_audited(engine: Engine, settings: Settings, local: str, fecha: dt.date,
         logger.error("❌ Error sincronizando con Oppen: %s", exc.message)
         return {"success": True, "msg": f"{head}\n⚠️ Error sincronizando con Oppen: {exc.message}",
                 "oppen_error": exc.message}
+    except Exception:
+        # The audit is committed whatever broke (the database, a bug): say so, and
+        # say that what was not sent can be resent.
+        logger.exception("❌ Error inesperado sincronizando %s %s", local, fecha)
+        message = ("Error inesperado durante la sincronización (detalle en el log); las "
+                   "facturas que no llegaron a Oppen se pueden reenviar")
+        return {"success": True, "msg": f"{head}\n⚠️ Error sincronizando con Oppen: {message}",
+                "oppen_error": message}
     response = {"success": True, "msg": sync_message(head, summary),
                 "oppen_sync": public_summary(summary)}
     return response

@@ -364,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrumpido", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for the person, the detail in the log
+        logging.getLogger(__name__).exception("Error inesperado")
+        print(f"Error inesperado ({type(exc).__name__}); ejecutá con -v para ver el detalle",
+              file=sys.stderr)
+        return USAGE
 
 
 def _db_reason(exc: Exception) -> str:

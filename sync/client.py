@@ -35,6 +35,7 @@ DEFAULT_TIMEOUT = 30.0
 # leaves with a token that dies on the way.
 TOKEN_MARGIN = 30.0
 PAGE_SIZE = 100
+MAX_LOOKUP_PAGES = 20
 MAX_BODY = 2000
 
 
@@ -320,20 +321,35 @@ class OppenClient:
                 return
             offset += len(records)
 
-    def find_invoices(self, official_sernr: str) -> list[dict]:
+    def find_invoices(self, official_sernr: str, *, trans_date: str | None = None
+                      ) -> list[dict]:
         """The invoices Oppen holds under this OfficialSerNr.
 
         The filter is checked on every record that comes back: were Oppen to ignore
-        it, every invoice would be listed, and trusting that would be a disaster.
+        it, every invoice would be listed, and trusting that would be a disaster. If
+        the first page shows the filter is ignored, the search is narrowed to the
+        invoice's day and capped; past the cap it gives up (OppenRejected) rather than
+        read the whole ledger or guess.
         """
-        found = []
-        for record in self.list_invoices({"OfficialSerNr": official_sernr}):
+        filters: dict[str, Any] = {"OfficialSerNr": official_sernr}
+        pages = 0
+        for record in self.list_invoices(filters):
             if str(record.get("OfficialSerNr")) == official_sernr:
-                found.append(record)
-                # One match is enough when the filter works; stop paging through the
-                # whole ledger if the filter turns out to be ignored.
+                return [record]
+            pages += 1
+            if pages >= PAGE_SIZE:  # a whole page of others: the filter is ignored
                 break
-        return found
+        else:
+            return []
+        if trans_date:
+            filters["TransDate"] = trans_date
+        for seen, record in enumerate(self.list_invoices(filters)):
+            if str(record.get("OfficialSerNr")) == official_sernr:
+                return [record]
+            if seen >= PAGE_SIZE * MAX_LOOKUP_PAGES:
+                raise OppenRejected("No se pudo verificar en Oppen: la consulta por "
+                                    "OfficialSerNr no filtra y hay demasiadas facturas")
+        return []
 
     def ping(self) -> dict:
         """Authenticate and read one invoice: what the console's connectivity check shows."""

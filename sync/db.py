@@ -115,6 +115,7 @@ oppen_invoices = sa.Table(
     sa.Index("ix_oppen_invoices_day", "target", "local", "fecha", "state"),
     sa.Index("ix_oppen_invoices_state", "target", "state", "fecha"),
     sa.Index("ix_oppen_invoices_fecha", "target", "fecha"),
+    sa.Index("ix_oppen_invoices_claim", "claim_owner", "state"),
     **MYSQL_OPTS,
 )
 
@@ -207,7 +208,12 @@ def make_engine(url: str, **kwargs) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                raise ConfigError(f"DATABASE_URL: no se puede crear la carpeta {str(folder)[:120]} "
+                                  "para la base SQLite") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
                                   **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -240,6 +246,15 @@ def init_db(engine: Engine, *, source_tables: bool | None = None) -> list[str]:
     wanted = (SOURCE_TABLES if source_tables else ()) + OWN_TABLES
     missing = [t for t in wanted if t.name not in existing]
     metadata.create_all(engine, tables=missing, checkfirst=True)
+    # Indexes added to our own tables in later versions (adding one rewrites no data).
+    inspector = sa.inspect(engine)
+    for table in OWN_TABLES:
+        if table in missing:
+            continue
+        have = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have:
+                index.create(engine)
     return [t.name for t in missing]
 
 

@@ -120,6 +120,10 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
+class LookupRefused(OppenRejected):
+    """Oppen answered a lookup, but not in a way that says whether it holds the invoice."""
+
+
 @dataclass
 class Job:
     reg: Registered
@@ -171,7 +175,17 @@ def deliver(client: OppenClient, job: Job, policy: Policy, breaker: Breaker) -> 
             out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
             out.sernr = _sernr(record) or job.payload.get("SerNr")
             out.response_body = _body(record)
+            if out.sernr is None:
+                # Stored, but Oppen did not say under which SerNr: ask for it once.
+                try:
+                    _lookup(client, job, out)
+                except OppenError:
+                    out.state, out.error = SENT, None
             return out
+        except LookupRefused as exc:
+            logger.error("❌ %s", exc.message)
+            out.needs_lookup = True
+            return _failed(out, exc)
         except OppenDuplicate as exc:
             breaker.success()
             error = exc
@@ -181,6 +195,9 @@ def deliver(client: OppenClient, job: Job, policy: Policy, breaker: Breaker) -> 
                 try:
                     if _lookup(client, job, out):
                         return out
+                except LookupRefused as refused:
+                    out.needs_lookup = True
+                    return _failed(out, refused)
                 except OppenTransportError as lookup_exc:
                     error = lookup_exc
                     breaker.failure(lookup_exc.message)
@@ -253,15 +270,17 @@ def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
     """Ask Oppen for the invoice. True when that settled it (sent or conflict)."""
     started = time.monotonic()
     try:
-        found = client.find_invoices(job.official_sernr)
+        found = client.find_invoices(job.official_sernr, trans_date=job.payload.get("TransDate"))
     except OppenError as exc:
         out.attempts.append(Attempt("lookup", "unknown", db.utcnow(), _ms(started), exc.status,
                                     exc.message, exc.body))
         if isinstance(exc, OppenTransportError):
             raise
-        # A lookup Oppen refuses cannot clear the doubt: leave it for a person.
-        raise OppenTransportError(f"No se pudo verificar en Oppen: {exc.message}",
-                                  status=exc.status, maybe_applied=False) from None
+        # Oppen answered but the lookup cannot clear the doubt: leave it for a person
+        # (and do not count it as Oppen being down).
+        raise LookupRefused(exc.message if exc.message.startswith("No se pudo verificar")
+                            else f"No se pudo verificar en Oppen: {exc.message}",
+                            status=exc.status) from None
     if not found:
         out.attempts.append(Attempt("lookup", "not_found", db.utcnow(), _ms(started), 200))
         out.needs_lookup = False
@@ -491,8 +510,9 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                 queue.clear()
                 store.mark_pending(engine, [r.state_id for r in rest], reason)
                 for reg in rest:
-                    results[reg.state_id] = Outcome(reg.state_id, reg.reference, PENDING, False,
-                                                    error=reason)
+                    results[reg.state_id] = Outcome(reg.state_id, reg.reference,
+                                                    FAILED if reg.state == FAILED else PENDING,
+                                                    False, error=reason)
             while not breaker.open and len(in_flight) < workers * 2 and (ready or queue):
                 if not ready:
                     batch = [queue.popleft() for _ in range(min(claim_size, len(queue)))]

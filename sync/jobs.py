@@ -157,28 +157,15 @@ def start_resend(engine: Engine, settings: Settings, *, user: User, reason: str,
                     "oppen_error": exc.message}
         except SyncError as exc:   # refused: not audited, not found, run in progress
             return {"success": False, "msg": exc.message}
-        return resend_response(service_summary(summary))
+        return resend_response(summary)
     return _start(engine, "resend", work, client, wait)
-
-
-def service_summary(summary: Mapping) -> dict:
-    return {k: v for k, v in summary.items() if k != "run_id"}
 
 
 def resend_response(summary: Mapping) -> dict:
     """A resend's answer in the seed's style (its summary plus one message)."""
-    summary = dict(summary)
-    if summary.get("total", 0) == 0:
-        msg = f"ℹ️ {summary.get('message') or 'No hay facturas para reenviar'}"
-    elif summary.get("fallidas", 0) == 0:
-        msg = f"✅ {summary['exitosas']} factura(s) reenviada(s) a Oppen exitosamente"
-    else:
-        errores = summary.get("errores") or [{"error": "sin detalle"}]
-        msg = (f"⚠️ Algunas facturas no pudieron enviarse a Oppen: "
-               f"{summary['fallidas']}/{summary['total']}\nPrimer error: {errores[0]['error']}")
-        if summary.get("message"):
-            msg += f"\n{summary['message']}"
-    return {"success": True, "msg": msg, "oppen_sync": summary}
+    summary = audit.public_summary(dict(summary))
+    return {"success": True, "msg": audit.result_lines(summary, resend=True),
+            "oppen_sync": summary}
 
 
 def response_from_row(row: Mapping, *, lease_seconds: float, now: dt.datetime | None = None

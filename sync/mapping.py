@@ -192,6 +192,14 @@ def parse_day(value: Any) -> dt.date | None:
         return None
 
 
+def as_date(value: Any) -> dt.date:
+    """`parse_day` for values a database gave us: a bad one is a bug, so it raises."""
+    day = parse_day(value)
+    if day is None:
+        raise ValueError(f"not a date: {str(value)[:40]!r}")
+    return day
+
+
 def official_sernr(punto_venta: int, nro_factura: int, profile: MappingProfile) -> str:
     return f"{punto_venta:0{profile.pos_width}d}-{nro_factura:0{profile.number_width}d}"
 

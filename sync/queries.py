@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import db
+from .mapping import as_date
 from .config import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
 from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 
@@ -52,15 +53,7 @@ def fmt_datetime(value: dt.datetime | None) -> str:
 def fmt_date(value: dt.date | str | None) -> str:
     if value is None:
         return ""
-    return _as_date(value).strftime("%d/%m/%Y")
-
-
-def _as_date(value) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
+    return as_date(value).strftime("%d/%m/%Y")
 
 
 def _money(value) -> Decimal:
@@ -106,7 +99,7 @@ def _sync_counts(conn, settings: Settings, where: Sequence, keys: Sequence) -> d
              .where(t.c.target == settings.target, *where)
              .group_by(*keys, t.c.state))
     for row in conn.execute(query):
-        key = tuple(_as_date(v) if k.name == "fecha" else v for k, v in zip(keys, row[:len(keys)]))
+        key = tuple(as_date(v) if k.name == "fecha" else v for k, v in zip(keys, row[:len(keys)]))
         state, count, amount = row[len(keys):]
         out[key][state] = (count, _money(amount))
     return out
@@ -204,12 +197,12 @@ def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.d
             fq = fq.where(f.c.local == local)
             tw.append(t.c.local == local)
         audits = conn.execute(query).all()
-        facturas = {(r.local, _as_date(r.dia)): (r.n, _money(r.monto))
+        facturas = {(r.local, as_date(r.dia)): (r.n, _money(r.monto))
                     for r in conn.execute(fq.group_by(f.c.local, dia))}
         sync = _sync_counts(conn, settings, tw, [t.c.local, t.c.fecha])
     rows = []
     for a in audits:
-        key = (a.local, _as_date(a.fecha))
+        key = (a.local, as_date(a.fecha))
         count, amount = facturas.get(key, (0, Decimal(0)))
         rows.append({"local": a.local, "fecha": key[1], "auditor": a.auditor,
                      "auditado_en": a.auditado_en, "facturas": count, "monto": amount,
@@ -263,7 +256,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
     with engine.connect() as conn:
         return [{
             "id": r.id, "factura_id": r.factura_id, "referencia": r.reference,
-            "local": r.local, "fecha": _as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
+            "local": r.local, "fecha": as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
             # An abandoned claim reads as what it is for a person: pending, to verify.
             "estado": PENDING if r.state == SENDING else r.state,
             "error": r.last_error or (ABANDONED if r.state == SENDING else
@@ -318,7 +311,7 @@ def _run_dict(r: Mapping) -> dict:
     return {"id": r["id"], "tipo": RUN_KIND_LABELS.get(r["kind"], r["kind"]), "kind": r["kind"],
             "usuario": r["username"], "inicio": r["started_at"], "fin": finished,
             "duracion_s": duration, "local": r["local"],
-            "fecha": _as_date(r["fecha"]) if r["fecha"] else None, "state": r["state"],
+            "fecha": as_date(r["fecha"]) if r["fecha"] else None, "state": r["state"],
             "estado": RUN_STATE_LABELS.get(r["state"], r["state"]), "total": r["total"],
             "procesadas": r["processed"], "exitosas": r["exitosas"], "fallidas": r["fallidas"],
             "actual": r["current_ref"], "mensaje": r["message"], "motivo": r["reason"],

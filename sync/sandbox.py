@@ -457,6 +457,11 @@ class OppenSandbox:
         # Stored records are never mutated, so copying outside the lock is safe.
         return copy.deepcopy(records)
 
+    def issued_tokens(self) -> list[str]:
+        """Every token handed out and not yet forgotten (for tests that hunt for leaks)."""
+        with self._lock:
+            return list(self._tokens)
+
     def request_log(self) -> list[dict]:
         with self._lock:
             return [dict(entry) for entry in self._log]

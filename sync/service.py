@@ -28,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 def parse_fecha(value) -> dt.date:
-    """A day from user input, or AuditRefused-free NotFound-free clear error."""
+    """A day typed by a person (AAAA-MM-DD), or a SyncError saying what is wrong."""
     day = parse_day(value)
     if day is None or (isinstance(value, str) and len(value.strip()) != 10):
         raise SyncError(f"Fecha inválida: {str(value)[:40]!r} (se espera AAAA-MM-DD, "
                         "p. ej. 2025-01-05)")
+    if not 1990 <= day.year <= 2099:
+        raise SyncError(f"Fecha fuera de rango: {day.isoformat()} (entre 1990 y 2099)")
     return day
 
 
@@ -67,7 +69,7 @@ def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha
             facturas = store.read_facturas(conn, local, fecha)
     except sa.exc.SQLAlchemyError as exc:
         logger.error("❌ Error obteniendo facturas de BD: %s", type(exc).__name__)
-        raise SyncError(f"Error obteniendo facturas de la base de datos: {type(exc).__name__}") from None
+        raise SyncError("Error obteniendo las facturas de la base de datos (detalle en el log)") from None
     request = RunRequest(kind=kind, groups={(local, fecha): facturas}, user=user, reason=reason,
                          local=local, fecha=fecha)
     client, owned = _client_or_default(settings, client)
@@ -119,6 +121,8 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
     """
     if invoice_ids is not None:
         ids = sorted({int(i) for i in invoice_ids})
+        if any(not 0 < i < 2 ** 63 for i in ids):
+            raise SyncError("Número de factura inválido: debe ser un id de facturas_trns")
         if not ids:
             raise SyncError("No se eligió ninguna factura para reenviar")
         with engine.connect() as conn:
@@ -194,16 +198,21 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
             payload = dict(mapped.payload)
             if settings.mapping.sernr_mode == "client" and state_row is None:
                 payload["SerNr"] = None  # allocated when the invoice is first registered
-            entry.update(valid=True, payload=payload, problems=[])
-            total_valid += mapped.amount
-            count_valid += 1
+            # Already in Oppen, or waiting for an admin: a sync would not send it.
+            to_send = state_row is None or state_row.state not in (SENT, CONFLICT)
+            entry.update(valid=True, payload=payload, problems=[], to_send=to_send)
+            if to_send:
+                total_valid += mapped.amount
+                count_valid += 1
         else:
-            entry.update(valid=False, payload=None,
+            entry.update(valid=False, payload=None, to_send=False,
                          problems=[{"field": p.field, "reason": p.reason} for p in mapped.problems])
         items.append(entry)
     return {"local": local, "fecha": fecha.isoformat(), "target": settings.target,
             "items": items, "total": len(items), "validas": count_valid,
-            "invalidas": len(items) - count_valid, "monto_valido": total_valid}
+            "invalidas": sum(1 for i in items if not i["valid"]),
+            "ya_enviadas": sum(1 for i in items if i["valid"] and not i["to_send"]),
+            "monto_valido": total_valid}
 
 
 def status(engine: Engine, settings: Settings, local: str | None = None,
@@ -231,9 +240,10 @@ def status(engine: Engine, settings: Settings, local: str | None = None,
             seen = {r["factura_id"] for r in rows}
             for f in store.read_facturas(conn, local, fecha):
                 if f["id"] not in seen:
+                    ref = store.map_factura(f, settings.mapping, local_today(), None).reference
                     rows.append({"factura_id": f["id"], "local": f["local"],
                                  "fecha": fecha.isoformat(), "tipo": f["tipo"],
-                                 "referencia": f"{f['tipo']} {f['punto_venta']}-{f['nro_factura']}",
+                                 "referencia": ref,
                                  "monto": f["monto"], "estado": PENDING, "intentos": 0,
                                  "ultimo_error": "Todavía no se sincronizó", "http_status": None,
                                  "sernr": None, "actualizado": None, "id": None,

@@ -22,7 +22,7 @@ from . import db
 from .db import (CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_attempts,
                  oppen_invoices, oppen_run_locks, oppen_runs)
 from .errors import RunInProgress
-from .mapping import Invalid, Mapped, MappingProfile, map_invoice
+from .mapping import Invalid, Mapped, MappingProfile, as_date, map_invoice
 
 CHUNK = 500
 MAX_TEXT = 20000
@@ -136,7 +136,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             valid = isinstance(mapped, Mapped)
             new_rows.append({
                 "target": target, "factura_id": fid, "local": factura["local"],
-                "fecha": _as_date(factura["fecha"]), "tipo": _clip_str(factura["tipo"], 10),
+                "fecha": as_date(factura["fecha"]), "tipo": _clip_str(factura["tipo"], 10),
                 "reference": mapped.reference[:120],
                 "official_sernr": mapped.official_sernr if valid else None,
                 "monto": mapped.amount if valid else _safe_amount(factura["monto"]),
@@ -200,14 +200,6 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                         updated_at=sa.bindparam("b_now")),
                 changes)
     return result
-
-
-def _as_date(value) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
 
 
 def _clip_str(value, limit: int) -> str | None:

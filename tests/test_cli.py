@@ -59,6 +59,8 @@ def test_audit_json_is_the_seed_dict_and_exit_codes(env, engine, sandbox):
     (["resend", "--invoice", "abc"], 2, "no es un entero"),
     (["resend", "--invoice", "424242"], 1, "No existe la factura 424242"),
     (["preview", "NADIE", D], 1, "El local NADIE no existe"),
+    (["status", "MATRIZ", "9999-12-31"], 2, "Fecha fuera de rango"),
+    (["resend", "--invoice", "99999999999999999999999"], 2, "Número de factura inválido"),
 ])
 def test_bad_input_gets_one_spanish_line(env, engine, args, code, text):
     result = run_cli(args, env)
@@ -73,6 +75,9 @@ def test_bad_input_gets_one_spanish_line(env, engine, args, code, text):
     ("OPPEN_ENV", "prod", "OPPEN_ENV"),
     ("DATABASE_URL", "nonsense", "DATABASE_URL"),
     ("OPPEN_BASE_URL", "http://oppen.example.com", "https"),
+    ("OPPEN_BASE_URL", "https://ng.oppen.io", "OPPEN_ENV=sandbox"),
+    ("DATABASE_URL", "mysql+pymysql://ventas:Pa@ss:W0rd99@db.local/ventas", "DATABASE_URL"),
+    ("DATABASE_URL", "sqlite:////etc/passwd/x.db", "no se puede crear la carpeta"),
 ])
 def test_bad_configuration_names_the_setting(env, name, value, text):
     result = run_cli(["status"], dict(env, **{name: value}))
@@ -80,6 +85,7 @@ def test_bad_configuration_names_the_setting(env, name, value, text):
     assert result.stderr.startswith("Error de configuración:")
     assert text in result.stderr
     assert "Traceback" not in result.stderr
+    assert "W0rd99" not in result.stderr  # never a piece of a database password
 
 
 def test_missing_schema_and_unreachable_database(settings, tmp_path):

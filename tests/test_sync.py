@@ -264,6 +264,8 @@ def test_no_secret_in_logs_results_or_database(engine, settings, client, policy,
     close_day(engine, "MATRIZ")
     add_factura(engine, "MATRIZ", "A", "5", "1", 10)
     add_factura(engine, "MATRIZ", "A", "5", "2", 0)
+    for n in (3, 4, 5, 6):
+        add_factura(engine, "MATRIZ", "A", "5", str(n), 10)
     sandbox.set_faults(token_max_uses=2)
     result = audit(engine, settings, "MATRIZ", client, policy)
     token = client.tokens.get()
@@ -279,7 +281,10 @@ def test_no_secret_in_logs_results_or_database(engine, settings, client, policy,
     everything = "\n".join(produced)
     assert "📤 Enviando factura A 0005-00000001" in caplog.text
     assert password not in everything
-    assert token and token not in everything
+    tokens = sandbox.issued_tokens()
+    assert token in tokens and len(tokens) >= 2  # token_max_uses=2 made it renew
+    for issued in tokens:
+        assert issued not in everything
 
 
 def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy, sandbox):
@@ -344,3 +349,63 @@ def test_link_refuses_a_row_duplicated_in_the_sales_system(engine, settings, cli
         service.link_duplicate(engine, settings, failed[0]["id"], user="admin", reason="x",
                                client=client, today=TODAY)
     assert [r["estado"] for r in service.status(engine, settings, "PALERMO", DAY)].count("sent") == 1
+
+
+def test_preview_does_not_count_what_is_already_in_oppen(engine, settings, client, policy):
+    close_day(engine, "MATRIZ")
+    add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+    add_factura(engine, "MATRIZ", "A", "5", "2", 20)
+    before = service.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
+    assert (before["validas"], before["ya_enviadas"], before["monto_valido"]) == (2, 0, 30)
+    audit(engine, settings, "MATRIZ", client, policy)
+    after = service.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
+    assert (after["validas"], after["ya_enviadas"], after["monto_valido"]) == (0, 2, 0)
+    assert all(i["payload"]["SerNr"] > 2 ** 31 for i in after["items"])
+
+
+def test_a_2xx_without_sernr_is_completed_by_a_lookup(engine, settings, policy):
+    """A real HTTP server that stores invoices but answers the POST without SerNr."""
+    import http.server
+    from urllib.parse import parse_qs, urlsplit
+
+    from sync.client import OppenClient
+    held = {}
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def _send(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.endswith("/authenticate"):
+                return self._send(200, {"ok": True, "token": "t0k3n-xyz", "expires": 3600})
+            held[body["OfficialSerNr"]] = dict(body, SerNr=4_000_000_007)
+            self._send(201, {"ok": True, "data": {"OfficialSerNr": body["OfficialSerNr"]}})
+
+        def do_GET(self):
+            number = parse_qs(urlsplit(self.path).query).get("OfficialSerNr", [""])[0]
+            records = [held[number]] if number in held else []
+            self._send(200, {"ok": True, "data": records, "has_more": False})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        server_mode = settings.replace(base_url=url, mapping=settings.mapping.replace(
+            sernr_mode="server"))
+        quiet = OppenClient(base_url=url, api="ApiNg", username="API", password="x", timeout=2)
+        close_day(engine, "MATRIZ")
+        add_factura(engine, "MATRIZ", "A", "5", "1", 10)
+        result = audit(engine, server_mode, "MATRIZ", quiet, policy)
+    finally:
+        server.shutdown()
+    assert result["oppen_sync"]["exitosas"] == 1
+    assert states(engine, "MATRIZ") == [("A 0005-00000001", "sent", 4_000_000_007, 1)]
