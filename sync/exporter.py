@@ -337,11 +337,11 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     breaker = Breaker(policy.breaker_threshold)
     heartbeat = Heartbeat(engine, owner, settings.lease_seconds, breaker)
     heartbeat.start()
-    if on_start:
-        on_start(run_id)
     started = time.monotonic()
     summary: dict = {}
     try:
+        if on_start:
+            on_start(run_id)
         summary = _execute(engine, settings, client, request, run_id, owner, policy, today,
                            progress, breaker)
     except OppenError as exc:
