@@ -107,6 +107,19 @@ def policy():
                   sleep=lambda s: None)
 
 
+def seed_invoice(number: int = 1691, **overrides) -> dict:
+    """The seed's example payload (without SerNr) for invoice 0005-<number>; an override
+    set to Ellipsis removes that field."""
+    payload = {
+        "OfficialSerNr": f"0005-{number:08d}", "CustCode": "C00001", "TransDate": "2025-01-05",
+        "DueDate": "2025-02-04", "Office": "100", "Labels": "Local|MATRIZ",
+        "createUser": "API", "Status": 0, "InvoiceType": 1,
+        "Items": [{"ArtCode": "271240051", "Qty": 1, "Price": 15000.0}],
+    }
+    payload.update(overrides)
+    return {k: v for k, v in payload.items() if v is not ...}
+
+
 def add_factura(engine, local, tipo, pv, nro, monto, *, fecha=DAY, hour=10, estado="ok") -> int:
     with engine.begin() as conn:
         return conn.execute(sa.insert(db.facturas_trns).values(

@@ -19,23 +19,11 @@ from sync.errors import (OppenAuthError, OppenDuplicate, OppenError, OppenReject
                          OppenTransportError, SyncError)
 from sync.sandbox import Faults, OppenSandbox
 
+from conftest import seed_invoice
+
 
 def invoice(number: int = 1691, **overrides) -> dict:
-    payload = {
-        "SerNr": 1_000_000_000_000 + number,
-        "OfficialSerNr": f"0005-{number:08d}",
-        "CustCode": "C00001",
-        "TransDate": "2025-01-05",
-        "DueDate": "2025-02-04",
-        "Office": "100",
-        "Labels": "Local|MATRIZ",
-        "createUser": "API",
-        "Status": 0,
-        "InvoiceType": 1,
-        "Items": [{"ArtCode": "271240051", "Qty": 1, "Price": 15000.0}],
-    }
-    payload.update(overrides)
-    return payload
+    return seed_invoice(number, **{"SerNr": 1_000_000_000_000 + number, **overrides})
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ if _ROOT not in sys.path:  # lets `pytest tests/test_sandbox.py` run without a c
 
 from sync.sandbox import FIRST_ASSIGNED_SERNR, Faults, OppenSandbox  # noqa: E402
 
+from conftest import seed_invoice  # noqa: E402
+
 PASSWORD = "test-only-password"
 
 
@@ -47,20 +49,7 @@ def login(sandbox, session=requests):
     return {"Authorization": f"Bearer {answer.json()['token']}"}
 
 
-def invoice(number=1691, **overrides):
-    payload = {
-        "OfficialSerNr": f"0005-{number:08d}",
-        "CustCode": "C00001",
-        "TransDate": "2025-01-05",
-        "DueDate": "2025-02-04",
-        "Office": "100",
-        "Labels": "Local|MATRIZ",
-        "createUser": "API",
-        "Status": 0,
-        "Items": [{"ArtCode": "271240051", "Qty": 1, "Price": 15000.0}],
-    }
-    payload.update(overrides)
-    return {k: v for k, v in payload.items() if v is not ...}
+invoice = seed_invoice
 
 
 def post(sandbox, payload, headers, session=requests, timeout=5):
