@@ -199,7 +199,18 @@ def _sqlite_pragmas(dbapi_conn, _record):
 
 
 def _sqlite_begin(conn):
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the lock up front; readers (see `reading`) only take a snapshot, so
+    # the console's polling never makes a run's writes wait.
+    if conn.get_execution_options().get("read_only"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reading(engine: Engine):
+    """A connection for reads only (a plain snapshot on SQLite; the same as
+    `engine.connect()` elsewhere). Writing through it on SQLite could fail as busy."""
+    return engine.execution_options(read_only=True).connect()
 
 
 def make_engine(url: str, **kwargs) -> Engine:

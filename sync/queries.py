@@ -138,7 +138,7 @@ def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
     """Every local with something on `fecha`: closing, audit, advances, invoices, sync."""
     f, c, la, an = db.facturas_trns, db.cierres_locales, db.locales_auditados, db.anticipos
     start, end = db.day_bounds(fecha)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         facturas = {r.local: (r.n, _money(r.monto)) for r in conn.execute(
             sa.select(f.c.local, sa.func.count().label("n"), sa.func.sum(f.c.monto).label("monto"))
             .where(f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
@@ -169,7 +169,7 @@ def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
 def known_locals(engine: Engine) -> list[str]:
     """Every local the host application knows (from its closings and audits)."""
     c, la = db.cierres_locales, db.locales_auditados
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         names = set(conn.execute(sa.select(c.c.local).distinct()).scalars())
         names |= set(conn.execute(sa.select(la.c.local).distinct()).scalars())
     return sorted(names)
@@ -183,7 +183,7 @@ def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.d
     f, la, t = db.facturas_trns, db.locales_auditados, db.oppen_invoices
     start, _ = db.day_bounds(desde)
     _, end = db.day_bounds(hasta)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         query = (sa.select(la.c.local, la.c.fecha, la.c.auditor, la.c.auditado_en)
                  .where(la.c.fecha >= desde, la.c.fecha <= hasta)
                  .order_by(la.c.fecha.desc(), la.c.local).limit(limit))
@@ -253,7 +253,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
     if hasta:
         query = query.where(t.c.fecha <= hasta)
     query = query.order_by(t.c.fecha.desc(), t.c.local, t.c.reference, t.c.id).limit(limit)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         return [{
             "id": r.id, "factura_id": r.factura_id, "referencia": r.reference,
             "local": r.local, "fecha": as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
@@ -274,7 +274,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
 def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date) -> list[dict]:
     """Per invoice day: sent, failed (incl. conflicts), invalid, pending, success rate."""
     t = db.oppen_invoices
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         by_day = _sync_counts(conn, settings, [t.c.fecha >= desde, t.c.fecha <= hasta],
                               [t.c.fecha])
     rows = []
@@ -298,7 +298,7 @@ def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt
                     t.c.state != SENT, t.c.last_error.is_not(None))
              .group_by(kind, t.c.last_http_status))
     totals: dict[str, int] = defaultdict(int)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         for r in conn.execute(query):
             totals[kind_label(r.kind, r.last_http_status)] += r.n
     return [{"tipo_error": k, "cantidad": n}
@@ -326,7 +326,7 @@ def run_history(engine: Engine, settings: Settings, *, limit: int = 200,
     if kind:
         query = query.where(r.c.kind == kind)
     query = query.order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         return [_run_dict(row._mapping) for row in conn.execute(query)]
 
 
@@ -334,7 +334,7 @@ def run_history(engine: Engine, settings: Settings, *, limit: int = 200,
 
 def run_row(engine: Engine, run_id: int) -> dict | None:
     r = db.oppen_runs
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         row = conn.execute(sa.select(r).where(r.c.id == run_id)).first()
     return _run_dict(row._mapping) if row else None
 
@@ -356,7 +356,7 @@ def live_runs(engine: Engine, settings: Settings, *, kind: str | None = None,
         query = query.where(r.c.local == local)
     if fecha:
         query = query.where(r.c.fecha == fecha)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         return [_run_dict(row._mapping) for row in conn.execute(query)]
 
 

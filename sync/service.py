@@ -65,7 +65,7 @@ def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha
     failed authentication (every invoice then stays pending with that reason).
     """
     try:
-        with engine.connect() as conn:
+        with db.reading(engine) as conn:
             facturas = store.read_facturas(conn, local, fecha)
     except sa.exc.SQLAlchemyError as exc:
         logger.error("❌ Error obteniendo facturas de BD: %s", type(exc).__name__)
@@ -103,7 +103,7 @@ def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
                                  .outerjoin(t, sa.and_(t.c.target == settings.target,
                                                        t.c.factura_id == f.c.id)))
                     .where(t.c.id.is_(None), *audited_filter))
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         days = {(r.local, r.fecha) for r in conn.execute(unsent)}
         days |= {(r.local, r.fecha) for r in conn.execute(unregistered)}
     return sorted(days)
@@ -125,7 +125,7 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
             raise SyncError("Número de factura inválido: debe ser un id de facturas_trns")
         if not ids:
             raise SyncError("No se eligió ninguna factura para reenviar")
-        with engine.connect() as conn:
+        with db.reading(engine) as conn:
             rows = store.read_facturas_by_id(conn, ids)
         missing = set(ids) - {r["id"] for r in rows}
         if missing:
@@ -153,7 +153,7 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
             days = resendable(engine, settings, local=local, fecha=fecha)
         only = None
         groups = {}
-        with engine.connect() as conn:
+        with db.reading(engine) as conn:
             for day_local, day in days:
                 groups[(day_local, day)] = store.read_facturas(conn, day_local, day)
     if not groups:
@@ -175,7 +175,7 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
             today: dt.date | None = None) -> dict:
     """The exact payloads a sync would send now; nothing is written or sent."""
     today = today or local_today()
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         facturas = store.read_facturas(conn, local, fecha)
         t = oppen_invoices
         known = {}
@@ -234,7 +234,7 @@ def status(engine: Engine, settings: Settings, local: str | None = None,
     query = query.order_by(t.c.fecha, t.c.local, t.c.reference, t.c.id)
     if limit:
         query = query.limit(limit)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         rows = [_status_row(r._mapping) for r in conn.execute(query)]
         if local and fecha and not states:
             seen = {r["factura_id"] for r in rows}
@@ -265,7 +265,7 @@ def day_accounting(engine: Engine, settings: Settings, local: str, fecha: dt.dat
     t = oppen_invoices
     start, end = db.day_bounds(fecha)
     f = db.facturas_trns
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         counts = {s: 0 for s in (SENT, FAILED, INVALID, PENDING, CONFLICT)}
         for r in conn.execute(sa.select(t.c.state, sa.func.count()).where(
                 t.c.target == settings.target, t.c.local == local, t.c.fecha == fecha)
@@ -311,7 +311,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
     comparison = compare_with_oppen(engine, settings, state_id, client=client, today=today)
     number = comparison["payload"]["OfficialSerNr"]
     t = oppen_invoices
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         twin = conn.execute(sa.select(t.c.factura_id).where(
             t.c.target == settings.target, t.c.official_sernr == number, t.c.state == SENT,
             t.c.id != state_id).limit(1)).scalar()
@@ -352,7 +352,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
 
 
 def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]:
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         row = conn.execute(sa.select(oppen_invoices).where(oppen_invoices.c.id == state_id)).first()
         if row is None:
             raise NotFound(f"No existe la factura {state_id} en el registro de envíos")
@@ -364,6 +364,6 @@ def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]
 
 def attempts_of(engine: Engine, state_id: int) -> list[dict]:
     a = db.oppen_attempts
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         return [dict(r._mapping) for r in conn.execute(
             sa.select(a).where(a.c.invoice_id == state_id).order_by(a.c.id))]

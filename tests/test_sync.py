@@ -409,3 +409,16 @@ def test_a_2xx_without_sernr_is_completed_by_a_lookup(engine, settings, policy):
         server.shutdown()
     assert result["oppen_sync"]["exitosas"] == 1
     assert states(engine, "MATRIZ") == [("A 0005-00000001", "sent", 4_000_000_007, 1)]
+
+
+def test_a_reader_never_makes_a_writer_wait(engine):
+    """The console polls while a run writes: on SQLite a read is a snapshot, not a lock."""
+    import time
+    with db.reading(engine) as reader:
+        reader.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar()
+        started = time.monotonic()
+        add_factura(engine, "MATRIZ", "A", "5", "1", 10)  # a write while the read is open
+        assert time.monotonic() - started < 1.0
+        # The reader keeps its snapshot until it ends.
+        assert reader.execute(sa.select(sa.func.count())
+                              .select_from(db.facturas_trns)).scalar() in (0, 1)
