@@ -16,6 +16,8 @@ import json
 import os
 import resource
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,15 +50,53 @@ def _seed(engine, n: int, *, local: str = "BENCH", fecha: dt.date = BENCH_DAY,
                                                                 auditor="bench"))
 
 
-def _window(sandbox: OppenSandbox, latency_ms: float) -> float:
+class ExternalSandbox:
+    """The sandbox in a process of its own, as Oppen is: in this process its handler
+    threads would compete with the sync's workers for the GIL and inflate the figures.
+    Its request log comes back in a file when it stops (time.monotonic is one clock for
+    every process of the machine)."""
+
+    def __init__(self, latency_ms: float, workdir: Path):
+        self.password = secrets.token_urlsafe(12)
+        self.latency_ms = latency_ms
+        self._log_path = workdir / f"sandbox-{time.monotonic_ns()}.json"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, OPPEN_PASSWORD=self.password, OPPEN_ENV="sandbox",
+                   OPPEN_SECRETS_FILE=str(workdir / "none.toml"))
+        env.pop("OPPEN_BASE_URL", None)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sync", "sandbox", "--port", str(port),
+             "--latency-ms", str(latency_ms), "--log-file", str(self._log_path)],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("no arrancó el sandbox del benchmark: "
+                                       + (self._proc.stderr.read() or b"").decode()[:300])
+                time.sleep(0.05)
+
+    def stop(self) -> list[dict]:
+        self._proc.send_signal(signal.SIGTERM)
+        self._proc.wait(timeout=30)
+        return json.loads(self._log_path.read_text()) if self._log_path.exists() else []
+
+
+def _window(log: list[dict], latency_ms: float) -> float:
     """From the first invoice request Oppen receives to its last answer, in seconds."""
-    times = [e["t"] for e in sandbox.request_log() if e["path"] == "Invoice"]
+    times = [e["t"] for e in log if e["path"] == "Invoice"]
     if not times:
         return 0.0
     return max(times) - min(times) + latency_ms / 1000
 
 
-def sequential_reference(engine, sandbox: OppenSandbox, password: str, settings: Settings) -> float:
+def sequential_reference(engine, sandbox, password: str, settings: Settings) -> float:
     """The seed's way: one POST after another over one session, one commit per invoice."""
     bench_log = sa.Table("bench_reference_sent", sa.MetaData(),
                          sa.Column("factura_id", sa.BigInteger, primary_key=True),
@@ -80,7 +120,7 @@ def sequential_reference(engine, sandbox: OppenSandbox, password: str, settings:
     return time.perf_counter() - started
 
 
-def project_run(engine, sandbox: OppenSandbox, password: str, settings: Settings) -> dict:
+def project_run(engine, sandbox, password: str, settings: Settings) -> dict:
     started = time.perf_counter()
     with OppenClient(base_url=sandbox.url, api=settings.api, username="API", password=password,
                      timeout=settings.timeout, pool_size=settings.concurrency) as client:
@@ -91,31 +131,42 @@ def project_run(engine, sandbox: OppenSandbox, password: str, settings: Settings
 
 
 def bench_sending(n: int, latency_ms: float, concurrency: int, *, sequential: bool = True) -> dict:
-    password = secrets.token_urlsafe(12)
     out: dict = {"n": n, "latency_ms": latency_ms, "concurrency": concurrency}
-    with tempfile.TemporaryDirectory() as tmp, \
-            OppenSandbox(password=password, faults=Faults(latency_ms=latency_ms)) as sandbox:
+    with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         engine = db.make_engine(url)
         db.init_db(engine)
         _seed(engine, n)
-        settings = validate(Settings(database_url=url, base_url=sandbox.url, username="API",
-                                     password=password, concurrency=concurrency, timeout=30))
         if sequential:
-            out["sequential_s"] = sequential_reference(engine, sandbox, password, settings)
-            out["sequential_window_s"] = _window(sandbox, latency_ms)
-            sandbox.reset()
-        run = project_run(engine, sandbox, password, settings)
+            sandbox = ExternalSandbox(latency_ms, Path(tmp))
+            try:
+                settings = _bench_settings(url, sandbox, concurrency)
+                out["sequential_s"] = sequential_reference(engine, sandbox, sandbox.password,
+                                                           settings)
+            finally:
+                log = sandbox.stop()
+            out["sequential_window_s"] = _window(log, latency_ms)
+        sandbox = ExternalSandbox(latency_ms, Path(tmp))
+        try:
+            settings = _bench_settings(url, sandbox, concurrency)
+            run = project_run(engine, sandbox, sandbox.password, settings)
+        finally:
+            log = sandbox.stop()
         if run["exitosas"] != n:
             raise RuntimeError(f"el benchmark envió {run['exitosas']} de {n}")
-        out["project_s"] = run["seconds"]
-        out["project_window_s"] = _window(sandbox, latency_ms)
-        stored = len(sandbox.invoices())
+        stored = sum(1 for e in log if e["path"] == "Invoice" and e["outcome"] == "stored")
         if stored != n:
             raise RuntimeError(f"el sandbox recibió {stored} facturas de {n}")
+        out["project_s"] = run["seconds"]
+        out["project_window_s"] = _window(log, latency_ms)
         engine.dispose()
     out["ideal_s"] = n * latency_ms / 1000 / concurrency
     return out
+
+
+def _bench_settings(url: str, sandbox: "ExternalSandbox", concurrency: int) -> Settings:
+    return validate(Settings(database_url=url, base_url=sandbox.url, username="API",
+                             password=sandbox.password, concurrency=concurrency, timeout=30))
 
 
 def bench_memory(n: int, concurrency: int) -> dict:

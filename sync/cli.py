@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--down", action="store_true", help="responder 502 HTML a todo")
     p.add_argument("--duplicate-style", choices=("409", "real"), default="409")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--log-file", default=None,
+                   help="al detenerse, guardar aquí el registro de pedidos (JSON)")
 
     sub.add_parser("hash-password", help="generar el hash bcrypt de una contraseña de la consola")
 
@@ -302,6 +304,9 @@ def cmd_sandbox(args, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     sandbox.stop()
+    if args.log_file:
+        with open(args.log_file, "w", encoding="utf-8") as fh:
+            json.dump(sandbox.request_log(), fh)
     return OK
 
 
