@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import DAY, add_factura, close_day
-from faults import cli_env, run_cli
+from faults import ROOT, cli_env, run_cli
 
 D = DAY.isoformat()
 
@@ -155,3 +155,22 @@ def test_sandbox_command_serves_until_terminated(settings, tmp_path):
     assert proc.returncode == 0
     assert f"http://127.0.0.1:{port}" in out
     assert "sandbox-pass-123" not in out  # a configured password is never printed
+
+
+def test_bench_runs_end_to_end_on_a_small_load(tmp_path):
+    """Not a timing test (speed targets live in the benchmark): the command works and
+    reports every figure, with both runs delivering every invoice."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, OPPEN_SECRETS_FILE=str(tmp_path / "none.toml"))
+    for key in ("DATABASE_URL", "OPPEN_BASE_URL", "OPPEN_ENV"):
+        env.pop(key, None)
+    result = subprocess.run([sys.executable, "-m", "sync", "bench", "--n", "40", "--latency-ms",
+                             "1", "--concurrency", "4", "--json", str(tmp_path / "b.json")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("secuencial", "aceleración", "ventana/ideal", "Latencia 0"):
+        assert text in result.stdout
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["sending"]["n"] == 40 and report["sending"]["project_s"] > 0
