@@ -141,6 +141,19 @@ def login_form(settings: Settings) -> None:
         st.rerun()
 
 
+def open_page(role: str, title: str, caption: str | None = None
+              ) -> tuple[Settings, User, sa.engine.Engine]:
+    """What every page starts with: settings, the logged-in user of at least `role`
+    (or the login prompt and a stop), the engine, and the page's heading."""
+    settings = load()
+    user = require_user(settings, role)
+    engine_ = engine(settings)
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    return settings, user, engine_
+
+
 def require_user(settings: Settings, role: str = "auditor") -> User:
     """The logged-in user with `role`; otherwise the login prompt (or a refusal) and stop."""
     user = current_user(settings)

@@ -10,13 +10,10 @@ from sync import jobs, queries
 
 PAGE = "auditoria"
 
-settings = ui.load()
-user = ui.require_user(settings, "auditor")
-engine = ui.engine(settings)
-
-st.title("Auditoría")
-st.caption("Elegí el día y el local. Al marcarlo como auditado, sus facturas se envían a "
-           "Oppen y acá ves el avance y el resultado.")
+settings, user, engine = ui.open_page(
+    "auditor", "Auditoría",
+    "Elegí el día y el local. Al marcarlo como auditado, sus facturas se envían a "
+    "Oppen y acá ves el avance y el resultado.")
 
 today = queries.local_today()
 fecha = st.date_input("Día", value=today - dt.timedelta(days=1), max_value=today,

@@ -13,13 +13,10 @@ PAGE = "fallidas"
 STATE_FILTERS = {"Fallida": "failed", "Inválida": "invalid", "Conflicto": "conflict",
                  "Pendiente con error": "pending"}
 
-settings = ui.load()
-user = ui.require_user(settings, "admin")
-engine = ui.engine(settings)
-
-st.title("Facturas fallidas")
-st.caption("Facturas que no llegaron a Oppen. Seleccioná filas y reenvialas indicando el "
-           "motivo; queda registrado quién, cuándo y por qué.")
+settings, user, engine = ui.open_page(
+    "admin", "Facturas fallidas",
+    "Facturas que no llegaron a Oppen. Seleccioná filas y reenvialas indicando el "
+    "motivo; queda registrado quién, cuándo y por qué.")
 
 today = queries.local_today()
 # Bumped after each action: a new key clears the table's selection and the reason, so

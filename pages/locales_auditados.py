@@ -8,13 +8,10 @@ import streamlit as st
 from pages import _common as ui
 from sync import queries, service
 
-settings = ui.load()
-user = ui.require_user(settings, "auditor")
-engine = ui.engine(settings)
-
-st.title("Locales auditados")
-st.caption("Quién auditó cada local y día, y cómo llegaron sus facturas a Oppen. "
-           "Seleccioná una fila para ver sus facturas.")
+settings, user, engine = ui.open_page(
+    "auditor", "Locales auditados",
+    "Quién auditó cada local y día, y cómo llegaron sus facturas a Oppen. "
+    "Seleccioná una fila para ver sus facturas.")
 
 today = queries.local_today()
 with ui.guarded():

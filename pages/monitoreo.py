@@ -15,11 +15,7 @@ SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalid
 COLORS = ("#16a34a", "#dc2626", "#a855f7", "#f59e0b")
 PERIODS = {"Últimos 7 días": 7, "Últimos 30 días": 30, "Últimos 90 días": 90}
 
-settings = ui.load()
-user = ui.require_user(settings, "admin")
-engine = ui.engine(settings)
-
-st.title("Monitoreo")
+settings, user, engine = ui.open_page("admin", "Monitoreo")
 
 with ui.guarded():
     color, label, text = ui.BADGES[settings.oppen_env]

@@ -9,13 +9,10 @@ import streamlit as st
 from pages import _common as ui
 from sync import queries, service
 
-settings = ui.load()
-user = ui.require_user(settings, "auditor")
-engine = ui.engine(settings)
-
-st.title("Vista previa")
-st.caption("Lo que se enviaría a Oppen para un local y un día, factura por factura. "
-           "Esta página no envía nada.")
+settings, user, engine = ui.open_page(
+    "auditor", "Vista previa",
+    "Lo que se enviaría a Oppen para un local y un día, factura por factura. "
+    "Esta página no envía nada.")
 
 today = queries.local_today()
 with ui.guarded():

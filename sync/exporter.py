@@ -46,10 +46,10 @@ FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
 @dataclass
 class Policy:
     """How hard to try within one run. Delays come from settings; tests shorten them."""
-    max_attempts: int = 3
-    backoff_base: float = 0.5
-    backoff_cap: float = 8.0
-    breaker_threshold: int = 10
+    max_attempts: int = Settings.max_attempts
+    backoff_base: float = Settings.backoff_base
+    backoff_cap: float = Settings.backoff_cap
+    breaker_threshold: int = Settings.breaker_threshold
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
@@ -340,12 +340,14 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     started = time.monotonic()
     summary: dict = {}
     try:
-        if on_start:
-            on_start(run_id)
-        summary = _execute(engine, settings, client, request, run_id, owner, policy, today,
-                           progress, breaker)
+        try:
+            if on_start:
+                on_start(run_id)
+            summary = _execute(engine, settings, client, request, run_id, owner, policy, today,
+                               progress, breaker)
+        finally:
+            heartbeat.stop()  # before finish_run releases what it renews
     except OppenError as exc:
-        heartbeat.stop()
         summary = {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": False,
                    "error": exc.message}
         store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
@@ -353,12 +355,10 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
         _notify(settings, request, [{"factura": "todas las del día", "error": exc.message}])
         raise
     except BaseException:
-        heartbeat.stop()
         logger.exception("❌ Error inesperado en la sincronización")
         store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
                          message="Error inesperado (detalle en el log del servidor)")
         raise
-    heartbeat.stop()
     summary_message = summary.get("message") or ""
     store.finish_run(engine, run_id, owner, state=db.DONE, summary=summary,
                      message=summary_message)

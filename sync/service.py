@@ -180,7 +180,7 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
         t = oppen_invoices
         known = {}
         ids = [f["id"] for f in facturas]
-        for part in store._chunks(ids):
+        for part in store.chunks(ids):
             for r in conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr)
                                   .where(t.c.target == settings.target,
                                          t.c.factura_id.in_(part))):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from decimal import Decimal, InvalidOperation
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ def new_owner() -> str:
     return uuid.uuid4().hex
 
 
-def _chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+def chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
 
@@ -74,7 +75,7 @@ def read_facturas(conn: Connection, local: str, fecha: dt.date) -> list[Mapping]
 def read_facturas_by_id(conn: Connection, ids: Sequence[int]) -> list[Mapping]:
     f = db.facturas_trns
     rows = []
-    for part in _chunks(list(ids)):
+    for part in chunks(list(ids)):
         rows.extend(r._mapping for r in conn.execute(
             sa.select(*FACTURA_COLUMNS).where(f.c.id.in_(part)).order_by(*_ORDER)))
     return rows
@@ -123,7 +124,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
     ids = list(by_factura)
     existing: dict[int, Mapping] = {}
     with engine.begin() as conn:
-        for part in _chunks(ids):
+        for part in chunks(ids):
             for r in conn.execute(sa.select(t).where(t.c.target == target,
                                                      t.c.factura_id.in_(part))):
                 existing[r.factura_id] = r._mapping
@@ -156,7 +157,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                             conn.execute(sa.insert(t), [row])
                     except IntegrityError:
                         pass
-            for part in _chunks([r["factura_id"] for r in new_rows]):
+            for part in chunks([r["factura_id"] for r in new_rows]):
                 for r in conn.execute(sa.select(t).where(t.c.target == target,
                                                          t.c.factura_id.in_(part))):
                     existing[r.factura_id] = r._mapping
@@ -207,7 +208,6 @@ def _clip_str(value, limit: int) -> str | None:
 
 
 def _safe_amount(value):
-    from decimal import Decimal, InvalidOperation
     try:
         amount = Decimal(str(value))
         return amount if amount.is_finite() and abs(amount) < Decimal("1e13") else None
@@ -232,7 +232,7 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     with engine.begin() as conn:
         now = db_now(conn)
         until = now + dt.timedelta(seconds=lease)
-        for part in _chunks(list(state_ids)):
+        for part in chunks(list(state_ids)):
             # needs_lookup is assigned before state: MySQL evaluates SET left to right
             # and would otherwise see the new state.
             conn.execute(
@@ -439,16 +439,6 @@ def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str) -> None:
     """Record why a set of unsent invoices was not attempted (e.g. authentication failed)."""
     t = oppen_invoices
     with engine.begin() as conn:
-        for part in _chunks(list(state_ids)):
+        for part in chunks(list(state_ids)):
             conn.execute(sa.update(t).where(t.c.id.in_(part), t.c.state.in_(CLAIMABLE))
                          .values(last_error=reason, updated_at=db.utcnow()))
-
-
-def states_of(engine: Engine, state_ids: Sequence[int]) -> dict[int, Mapping]:
-    t = oppen_invoices
-    out = {}
-    with engine.connect() as conn:
-        for part in _chunks(list(state_ids)):
-            for r in conn.execute(sa.select(t).where(t.c.id.in_(part))):
-                out[r.id] = r._mapping
-    return out
