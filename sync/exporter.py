@@ -523,6 +523,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                             results[reg.state_id] = Outcome(
                                 reg.state_id, reg.reference, PENDING, False,
                                 error="No se envió: la tiene otra sincronización en curso")
+                            done_count += 1  # settled for this run: the bar must count it
                             continue
                         mapped = store.map_factura(reg.factura, profile, today, reg.state_id)
                         if not isinstance(mapped, Mapped):  # registered valid a moment ago
@@ -530,6 +531,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                                           error=f"Datos inválidos: {mapped.reason}")
                             results[reg.state_id] = out
                             unflushed.append(out)
+                            done_count += 1
                             continue
                         ready.append(Job(reg, mapped.payload, mapped.official_sernr,
                                          claimed[reg.state_id], mapped.amount))
@@ -556,7 +558,6 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
             if unflushed and (len(unflushed) >= FLUSH_EVERY
                               or time.monotonic() - last_flush >= FLUSH_SECONDS):
                 flush(current=sending_ref if in_flight else current)
-        done_count = total
         flush(current=None)
     for made_client in made:
         made_client.close()

@@ -422,3 +422,29 @@ def test_a_reader_never_makes_a_writer_wait(engine):
         # The reader keeps its snapshot until it ends.
         assert reader.execute(sa.select(sa.func.count())
                               .select_from(db.facturas_trns)).scalar() in (0, 1)
+
+
+def test_progress_counts_every_invoice_up_to_the_total(engine, settings, client, policy):
+    import datetime as _dt
+    close_day(engine, "MATRIZ")
+    for n in range(5):
+        add_factura(engine, "MATRIZ", "B", "1", str(n + 1), 10)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
+    service.sync_facturas_to_oppen(engine, settings.replace(concurrency=1), "MATRIZ", DAY,
+                                   client=client, policy=policy, today=TODAY, kind="resend")
+    # Make two invoices unsent again, one of them held by someone else's live claim.
+    t = db.oppen_invoices
+    with engine.begin() as conn:
+        ids = conn.execute(sa.select(t.c.id).order_by(t.c.id).limit(2)).scalars().all()
+        conn.execute(sa.update(t).where(t.c.id == ids[0]).values(state="failed", needs_lookup=True))
+        conn.execute(sa.update(t).where(t.c.id == ids[1]).values(
+            state="sending", claim_owner="someone-else",
+            claim_until=db.utcnow() + _dt.timedelta(hours=1)))
+    seen = []
+    result = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+                            client=client, policy=policy, today=TODAY,
+                            progress=lambda done, total, ref: seen.append((done, total)))
+    assert result["total"] == 2 and result["exitosas"] == 1
+    assert seen[-1] == (2, 2)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
