@@ -3,10 +3,12 @@ set) and a real Oppen sandbox on a free loopback port. Nothing here mocks HTTP."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
 import sys
+import threading
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -105,6 +107,25 @@ def client(settings):
 def policy():
     return Policy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01, breaker_threshold=10,
                   sleep=lambda s: None)
+
+
+@contextlib.contextmanager
+def http_server(handler, *, wrap=None):
+    """A real HTTP server for `handler` on a free loopback port, in a thread; yields its
+    base URL. `wrap(socket)` may replace the listening socket (e.g. with TLS)."""
+    from http.server import ThreadingHTTPServer
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if wrap is not None:
+        server.socket = wrap(server.socket)
+    scheme = "https" if wrap is not None else "http"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def seed_invoice(number: int = 1691, **overrides) -> dict:

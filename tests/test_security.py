@@ -13,6 +13,8 @@ from sync.client import OppenClient
 from sync.config import Settings, validate
 from sync.errors import ConfigError, OppenTransportError
 
+from conftest import http_server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,8 +59,7 @@ def test_a_certificate_that_does_not_verify_is_refused(tmp_path):
     """A real TLS server on loopback with a self-signed certificate: the client refuses
     it (as it would refuse a man in the middle), with a Spanish message."""
     import ssl
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -78,17 +79,11 @@ def test_a_certificate_that_does_not_verify_is_refused(tmp_path):
         def log_message(self, *a):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = OppenClient(base_url=f"https://127.0.0.1:{server.server_port}", api="ApiNg",
-                             username="API", password="x", timeout=3)
+    with http_server(Handler, wrap=lambda sock: context.wrap_socket(sock, server_side=True)) as url:
+        client = OppenClient(base_url=url, api="ApiNg", username="API", password="x", timeout=3)
         with pytest.raises(OppenTransportError) as info:
             client.authenticate()
         assert info.value.message == "Error de conexión: el certificado TLS de Oppen no es válido"
         assert info.value.maybe_applied is False
-    finally:
-        server.shutdown()

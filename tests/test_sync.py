@@ -16,7 +16,7 @@ from sync.audit import mark_audited
 from sync.errors import AuditRefused, NotFound, RunInProgress
 from sync.exporter import Policy
 
-from conftest import DAY, TODAY, add_factura, close_day, states
+from conftest import DAY, TODAY, add_factura, close_day, http_server, states
 
 
 def audit(engine, settings, local, client, policy, fecha=DAY):
@@ -301,10 +301,8 @@ def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy,
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        hooked = settings.replace(webhook_url=f"http://127.0.0.1:{server.server_port}/hook/x")
+    with http_server(Hook) as base:
+        hooked = settings.replace(webhook_url=f"{base}/hook/x")
         close_day(engine, "PALERMO")
         add_factura(engine, "PALERMO", "A", "5", "1", 10)
         add_factura(engine, "PALERMO", "A", "5", "2", -3)
@@ -312,8 +310,6 @@ def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy,
         close_day(engine, "MATRIZ")
         add_factura(engine, "MATRIZ", "A", "6", "1", 10)
         audit(engine, hooked, "MATRIZ", client, policy)  # all sent: no notification
-    finally:
-        server.shutdown()
     assert len(received) == 1
     text = received[0]["text"]
     assert "PALERMO" in text and "2025-01-05" in text and "monto" in text
@@ -395,18 +391,13 @@ def test_a_2xx_without_sernr_is_completed_by_a_lookup(engine, settings, policy):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
+    with http_server(Quiet) as url:
         server_mode = settings.replace(base_url=url, mapping=settings.mapping.replace(
             sernr_mode="server"))
         quiet = OppenClient(base_url=url, api="ApiNg", username="API", password="x", timeout=2)
         close_day(engine, "MATRIZ")
         add_factura(engine, "MATRIZ", "A", "5", "1", 10)
         result = audit(engine, server_mode, "MATRIZ", quiet, policy)
-    finally:
-        server.shutdown()
     assert result["oppen_sync"]["exitosas"] == 1
     assert states(engine, "MATRIZ") == [("A 0005-00000001", "sent", 4_000_000_007, 1)]
 
