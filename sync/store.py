@@ -145,6 +145,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                 "attempts": 0, "last_error": None if valid else f"Datos inválidos: {mapped.reason}",
                 "created_at": now, "updated_at": now,
             })
+        inserted = {r["factura_id"] for r in new_rows}
         if new_rows:
             try:
                 with conn.begin_nested():
@@ -167,7 +168,9 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             row = existing[fid]
             factura = by_factura[fid]
             state, reference, error = row["state"], row["reference"], row["last_error"]
-            if state in (PENDING, FAILED, INVALID):
+            # Rows inserted just now were mapped a moment ago; only older ones may have
+            # changed in the sales system since.
+            if state in (PENDING, FAILED, INVALID) and fid not in inserted:
                 mapped = map_factura(factura, profile, today, row["id"])
                 posted_before = row["attempts"] > 0 or row["needs_lookup"]
                 number_now = mapped.official_sernr if isinstance(mapped, Mapped) else None
