@@ -12,7 +12,7 @@ import logging
 
 import streamlit as st
 
-from pages import _common as ui
+import ui
 from sync import auth
 
 st.set_page_config(page_title="Consola Oppen", page_icon="🧾", layout="wide")

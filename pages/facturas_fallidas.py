@@ -6,8 +6,9 @@ import datetime as dt
 
 import streamlit as st
 
-from pages import _common as ui
-from sync import jobs, queries
+import ui
+from sync import background
+from sync.state import read_models
 
 PAGE = "fallidas"
 STATE_FILTERS = {"Fallida": "failed", "Inválida": "invalid", "Conflicto": "conflict",
@@ -18,7 +19,7 @@ settings, user, engine = ui.open_page(
     "Facturas que no llegaron a Oppen. Seleccioná filas y reenvialas indicando el "
     "motivo; queda registrado quién, cuándo y por qué.")
 
-today = queries.local_today()
+today = read_models.local_today()
 # Bumped after each action: a new key clears the table's selection and the reason, so
 # nothing stays selected (invisibly) for the next click.
 version = st.session_state.setdefault("fallidas_version", 0)
@@ -36,7 +37,7 @@ with ui.guarded():
         version = st.session_state["fallidas_version"] = version + 1
 
     c1, c2, c3 = st.columns([1, 1, 2])
-    choice = c1.selectbox("Local", ["Todos"] + queries.known_locals(engine), key="fallidas_local")
+    choice = c1.selectbox("Local", ["Todos"] + read_models.known_locals(engine), key="fallidas_local")
     period = c2.date_input("Período", value=(today - dt.timedelta(days=30), today),
                            max_value=today, format="DD/MM/YYYY", key="fallidas_periodo")
     estados = c3.multiselect("Estado", list(STATE_FILTERS), placeholder="Todos los estados",
@@ -44,7 +45,7 @@ with ui.guarded():
     if not isinstance(period, (tuple, list)) or len(period) != 2:
         st.info("Elegí el día de inicio y el de fin del período.")
         st.stop()
-    rows = queries.failed_invoices(
+    rows = read_models.failed_invoices(
         engine, settings, local=None if choice == "Todos" else choice, desde=period[0],
         hasta=period[1], estados=[STATE_FILTERS[e] for e in estados] or None)
     # Keep what is chosen among the options even if no row has it right now.
@@ -85,7 +86,7 @@ with ui.guarded():
     selected = [r for r in rows if r["id"] in picked]
     st.session_state[f"fallidas_shown_{version}"] = [r["id"] for r in rows]
     csv = ui.frame([{**r, "fecha": r["fecha"].isoformat(),
-                     "ultimo_intento": queries.fmt_datetime(r["ultimo_intento"])}
+                     "ultimo_intento": read_models.fmt_datetime(r["ultimo_intento"])}
                     for r in rows], columns).to_csv(index=False)
     st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s)")
     st.download_button("Descargar CSV", csv, file_name=f"facturas-fallidas-{today}.csv",
@@ -99,7 +100,7 @@ with ui.guarded():
         st.markdown("**Las facturas seleccionadas**")
         if st.button(f"Reenviar selección ({len(selected)})", type="primary",
                      disabled=not selected, key="reenviar_seleccion"):
-            started = ui.action(lambda: jobs.start_resend(
+            started = ui.action(lambda: background.start_resend(
                 engine, settings, user=user, reason=reason,
                 invoice_ids=[r["factura_id"] for r in selected], client=ui.client(settings)))
             if started is not None:
@@ -109,10 +110,10 @@ with ui.guarded():
         days = sorted({(r["local"], r["fecha"]) for r in rows}, key=lambda d: (d[1], d[0]),
                       reverse=True)
         day = st.selectbox("Local y día", days, index=None, placeholder="Elegí local y día",
-                           format_func=lambda d: f"{d[0]} · {queries.fmt_date(d[1])}",
+                           format_func=lambda d: f"{d[0]} · {read_models.fmt_date(d[1])}",
                            key=f"fallidas_dia_{version}")
         if st.button("Reenviar todo lo fallido", disabled=day is None, key="reenviar_dia"):
-            started = ui.action(lambda: jobs.start_resend(
+            started = ui.action(lambda: background.start_resend(
                 engine, settings, user=user, reason=reason, local=day[0], fecha=day[1],
                 client=ui.client(settings)))
             if started is not None:
@@ -126,7 +127,7 @@ with ui.guarded():
                    "iguales, vinculala en vez de reenviarla (usa el motivo de arriba).")
         d1, d2 = st.columns(2)
         if d1.button("Comparar con Oppen", key="comparar"):
-            comparison = ui.action(lambda: jobs.compare_duplicate(
+            comparison = ui.action(lambda: background.compare_duplicate(
                 engine, settings, user=user, state_id=dup["id"], client=ui.client(settings)))
             if comparison is not None:
                 if comparison["remote"] is None:
@@ -143,7 +144,7 @@ with ui.guarded():
                     b.markdown("**Lo que tiene Oppen**")
                     b.json(comparison["remote"])
         if d2.button("Vincular", key="vincular"):
-            result = ui.action(lambda: jobs.link_duplicate(
+            result = ui.action(lambda: background.link_duplicate(
                 engine, settings, user=user, state_id=dup["id"], reason=reason,
                 client=ui.client(settings)))
             if result is not None:

@@ -5,15 +5,16 @@ import datetime as dt
 
 import streamlit as st
 
-from pages import _common as ui
-from sync import queries, service
+import ui
+from sync import actions
+from sync.state import read_models
 
 settings, user, engine = ui.open_page(
     "auditor", "Locales auditados",
     "Quién auditó cada local y día, y cómo llegaron sus facturas a Oppen. "
     "Seleccioná una fila para ver sus facturas.")
 
-today = queries.local_today()
+today = read_models.local_today()
 with ui.guarded():
     c1, c2 = st.columns([2, 1])
     period = c1.date_input("Período", value=(today - dt.timedelta(days=7), today),
@@ -22,14 +23,14 @@ with ui.guarded():
         st.info("Elegí el día de inicio y el de fin del período.")
         st.stop()
     desde, hasta = period
-    options = ["Todos"] + queries.known_locals(engine)
+    options = ["Todos"] + read_models.known_locals(engine)
     choice = c2.selectbox("Local", options, key="auditados_local")
     local = None if choice == "Todos" else choice
 
-    rows = queries.audited_days(engine, settings, desde, hasta, local=local)
+    rows = read_models.audited_days(engine, settings, desde, hasta, local=local)
     if not rows:
-        st.info(f"No hay locales auditados entre el {queries.fmt_date(desde)} y el "
-                f"{queries.fmt_date(hasta)}" + (f" para {local}." if local else "."))
+        st.info(f"No hay locales auditados entre el {read_models.fmt_date(desde)} y el "
+                f"{read_models.fmt_date(hasta)}" + (f" para {local}." if local else "."))
         st.stop()
 
     table = ui.frame(
@@ -56,8 +57,8 @@ with ui.guarded():
     selected = list(event.selection.rows) if event is not None else []
     if selected and selected[0] < len(rows):
         row = rows[selected[0]]
-        st.subheader(f"Facturas de {ui.md(row['local'])} del {queries.fmt_date(row['fecha'])}")
-        invoices = service.status(engine, settings, row["local"], row["fecha"])
+        st.subheader(f"Facturas de {ui.md(row['local'])} del {read_models.fmt_date(row['fecha'])}")
+        invoices = actions.status(engine, settings, row["local"], row["fecha"])
         if not invoices:
             st.info("Este local no tenía facturas ese día.")
         else:

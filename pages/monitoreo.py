@@ -7,8 +7,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages import _common as ui
-from sync import jobs, queries
+import ui
+from sync import background
+from sync.state import read_models
 
 SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
           "Pendientes": "pendientes"}
@@ -23,16 +24,16 @@ with ui.guarded():
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.markdown(f"**Conexión con Oppen** · destino {label} ({text})")
         if c2.button("Probar conexión", key="probar_conexion"):
-            timing = ui.action(lambda: jobs.ping(ui.client(settings)))
+            timing = ui.action(lambda: background.ping(ui.client(settings)))
             if timing is not None:
                 st.success(f"Conexión correcta con Oppen ({label}): autenticación "
                            f"{timing['auth_ms']:.0f} ms, consulta {timing['query_ms']:.0f} ms.")
 
     period = st.selectbox("Período (día de las facturas)", list(PERIODS), index=1,
                           key="monitoreo_periodo")
-    hasta = queries.local_today()
+    hasta = read_models.local_today()
     desde = hasta - dt.timedelta(days=PERIODS[period])
-    stats = queries.daily_stats(engine, settings, desde, hasta)
+    stats = read_models.daily_stats(engine, settings, desde, hasta)
 
     if not stats:
         st.info("Todavía no se sincronizó ninguna factura en este período.")
@@ -47,7 +48,7 @@ with ui.guarded():
         m4.metric("Tasa de éxito", rate_text)
 
         long = pd.DataFrame(
-            [{"Día": queries.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
+            [{"Día": read_models.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
               "Estado": state, "Facturas": s[key]}
              for s in stats for state, key in SERIES.items()])
         g1, g2 = st.columns(2)
@@ -64,7 +65,7 @@ with ui.guarded():
                 width="stretch")
         with g2:
             st.markdown("**Tasa de éxito por día (%)**")
-            rate = pd.DataFrame([{"Día": queries.fmt_date(s["fecha"])[:5],
+            rate = pd.DataFrame([{"Día": read_models.fmt_date(s["fecha"])[:5],
                                   "orden": s["fecha"].isoformat(),
                                   "Tasa de éxito (%)": s["tasa_exito"]} for s in stats])
             st.altair_chart(
@@ -75,7 +76,7 @@ with ui.guarded():
                         tooltip=["Día", "Tasa de éxito (%)"]),
                 width="stretch")
 
-        kinds = queries.errors_by_kind(engine, settings, desde, hasta)
+        kinds = read_models.errors_by_kind(engine, settings, desde, hasta)
         st.markdown("**Errores por tipo** (facturas que todavía no llegaron a Oppen)")
         if kinds:
             st.altair_chart(
@@ -90,7 +91,7 @@ with ui.guarded():
             st.caption("Sin errores en este período.")
 
     st.subheader("Historial de sincronizaciones")
-    runs = queries.run_history(engine, settings, limit=200)
+    runs = read_models.run_history(engine, settings, limit=200)
     if not runs:
         st.info("Todavía no hubo sincronizaciones.")
     else:

@@ -6,22 +6,23 @@ import json
 
 import streamlit as st
 
-from pages import _common as ui
-from sync import queries, service
+import ui
+from sync import actions
+from sync.state import read_models
 
 settings, user, engine = ui.open_page(
     "auditor", "Vista previa",
     "Lo que se enviaría a Oppen para un local y un día, factura por factura. "
     "Esta página no envía nada.")
 
-today = queries.local_today()
+today = read_models.local_today()
 with ui.guarded():
     c1, c2 = st.columns(2)
     fecha = c1.date_input("Día", value=today - dt.timedelta(days=1), max_value=today,
                           format="DD/MM/YYYY", key="preview_fecha")
-    locales = [r["local"] for r in queries.day_table(engine, settings, fecha)]
+    locales = [r["local"] for r in read_models.day_table(engine, settings, fecha)]
     if not locales:
-        st.info(f"No hay locales con cierres ni facturas el {queries.fmt_date(fecha)}.")
+        st.info(f"No hay locales con cierres ni facturas el {read_models.fmt_date(fecha)}.")
         st.stop()
     local = c2.selectbox("Local", locales, index=None, placeholder="Elegí un local",
                          key="preview_local")
@@ -29,10 +30,10 @@ with ui.guarded():
         st.info("Elegí un local para ver lo que se enviaría a Oppen.")
         st.stop()
 
-    result = service.preview(engine, settings, local, fecha)
+    result = actions.preview(engine, settings, local, fecha)
     items = result["items"]
     if not items:
-        st.info(f"{local} no tiene facturas para sincronizar el {queries.fmt_date(fecha)}.")
+        st.info(f"{local} no tiene facturas para sincronizar el {read_models.fmt_date(fecha)}.")
         st.stop()
 
     m1, m2, m3, m4 = st.columns(4)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import bcrypt
 
-from .config import ROLES, Settings, User
+from .settings import ROLES, Settings, User
 from .errors import ConfigError, LoginFailed, PermissionDenied, SyncError  # noqa: F401
 
 # bcrypt hashes of the demo passwords documented in the README (cost 12).

@@ -20,8 +20,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from . import db
-from .config import Settings, load_settings
+from .state import schema
+from .settings import Settings, load_settings
 from .errors import (AuditRefused, ConfigError, NotFound, OppenError, RunInProgress,
                      SyncError)
 
@@ -61,7 +61,7 @@ def _print_json(data) -> None:
 
 
 def _fecha(text: str) -> dt.date:
-    from .service import parse_fecha
+    from .actions import parse_fecha
     try:
         return parse_fecha(text)
     except SyncError as exc:
@@ -151,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(settings: Settings, *, need_schema: bool = True):
-    from .runtime import open_engine
+    from .wiring import open_engine
     engine = open_engine(settings)
     if need_schema:
-        missing = db.check_schema(engine)
+        missing = schema.check_schema(engine)
         if missing:
             raise ConfigError(f"Faltan tablas en la base ({', '.join(missing)}): "
                               "ejecutá python -m sync init-db")
@@ -164,9 +164,9 @@ def _engine(settings: Settings, *, need_schema: bool = True):
 def cmd_init_db(args, settings: Settings) -> int:
     from .demo import load_demo
     engine = _engine(settings, need_schema=False)
-    created = db.init_db(engine, source_tables=True if args.demo else None)
+    created = schema.init_db(engine, source_tables=True if args.demo else None)
     print("Tablas creadas: " + (", ".join(created) if created else "ninguna (ya existían)"))
-    missing = db.check_schema(engine)
+    missing = schema.check_schema(engine)
     if missing:
         raise ConfigError(f"Faltan tablas de la aplicación de ventas ({', '.join(missing)}): "
                           "DATABASE_URL apunta a una base que no es la de los locales")
@@ -192,8 +192,8 @@ def _finish_run_output(args, result: dict, text: str) -> int:
 
 
 def cmd_audit(args, settings: Settings) -> int:
-    from .audit import mark_audited
-    from .service import clean_local
+    from .actions import mark_audited
+    from .actions import clean_local
     engine = _engine(settings)
     local = clean_local(args.local)
     result = mark_audited(engine, settings, local, args.fecha, args.user,
@@ -220,7 +220,7 @@ def _summary_text(summary: dict) -> str:
 
 
 def cmd_resend(args, settings: Settings) -> int:
-    from .service import clean_local, resend
+    from .actions import clean_local, resend
     engine = _engine(settings)
     local = clean_local(args.local) if args.local else None
     result = resend(engine, settings, user=args.user, local=local, fecha=args.fecha,
@@ -230,7 +230,7 @@ def cmd_resend(args, settings: Settings) -> int:
 
 
 def cmd_preview(args, settings: Settings) -> int:
-    from .service import clean_local, preview, require_local
+    from .actions import clean_local, preview, require_local
     engine = _engine(settings)
     local = clean_local(args.local)
     require_local(engine, local)
@@ -252,8 +252,8 @@ def cmd_preview(args, settings: Settings) -> int:
 
 
 def cmd_status(args, settings: Settings) -> int:
-    from .db import STATE_LABELS
-    from .service import clean_local, require_local, status
+    from .state.schema import STATE_LABELS
+    from .actions import clean_local, require_local, status
     engine = _engine(settings)
     local = clean_local(args.local) if args.local else None
     if local:
@@ -325,7 +325,7 @@ def cmd_hash_password(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from .bench import main as bench_main
+    from benchmarks.bench import main as bench_main
     for name in ("n", "concurrency"):
         if getattr(args, name) < 1:
             raise SyncError(f"--{name} debe ser mayor que 0")

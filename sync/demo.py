@@ -12,8 +12,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import db
-from .config import local_today
+from .state import schema
+from .settings import local_today
 
 # local -> (closed?, pending advances, invoices as (tipo, punto_venta, nro, monto))
 YESTERDAY_CASES = {
@@ -38,7 +38,7 @@ LOCALS = list(YESTERDAY_CASES)
 
 def is_empty(engine: Engine) -> bool:
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar() == 0
+        return conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar() == 0
 
 
 def load_demo(engine: Engine, *, today: dt.date | None = None, days: int = 5,
@@ -80,9 +80,9 @@ def load_demo(engine: Engine, *, today: dt.date | None = None, days: int = 5,
                              "nro_factura": str(back * 1000 + 99), "monto": Decimal("100.00"),
                              "estado": "anulada"})
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.facturas_trns), facturas)
-        conn.execute(sa.insert(db.cierres_locales), cierres)
+        conn.execute(sa.insert(schema.facturas_trns), facturas)
+        conn.execute(sa.insert(schema.cierres_locales), cierres)
         if anticipos:
-            conn.execute(sa.insert(db.anticipos), anticipos)
+            conn.execute(sa.insert(schema.anticipos), anticipos)
     return {"facturas": len(facturas), "cierres": len(cierres), "anticipos": len(anticipos),
             "dia_principal": yesterday.isoformat()}

@@ -26,14 +26,14 @@ from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
-from . import db, store
-from .client import OppenClient, backoff_delay
-from .config import Settings, local_today
-from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+from .state import binder, runs, schema
+from .oppen.client import OppenClient, backoff_delay
+from .settings import Settings, local_today
+from .state.schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 from .mapping import Mapped, differences
-from .store import Attempt, Outcome, Registered
+from .state.binder import Attempt, Outcome, Registered
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Heartbeat(threading.Thread):
         last_ok = time.monotonic()
         while not self._stop_event.wait(interval):
             try:
-                if store.renew(self.engine, self.owner, self.lease):
+                if runs.renew(self.engine, self.owner, self.lease):
                     last_ok = time.monotonic()
                     continue
                 self.breaker.trip("Se detuvo la sincronización: otra sincronización tomó este local/día")
@@ -166,10 +166,10 @@ def deliver(client: OppenClient, job: Job, policy: Policy, breaker: Breaker) -> 
                 out.posts += 1
                 record = client.create_invoice(job.payload)
             except OppenError as exc:
-                out.attempts.append(Attempt("post", _post_outcome(exc), db.utcnow(), _ms(started),
+                out.attempts.append(Attempt("post", _post_outcome(exc), schema.utcnow(), _ms(started),
                                             exc.status, exc.message, exc.body))
                 raise
-            out.attempts.append(Attempt("post", "sent", db.utcnow(), _ms(started), 201, None,
+            out.attempts.append(Attempt("post", "sent", schema.utcnow(), _ms(started), 201, None,
                                         _body(record)))
             breaker.success()
             out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
@@ -272,7 +272,7 @@ def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
     try:
         found = client.find_invoices(job.official_sernr, trans_date=job.payload.get("TransDate"))
     except OppenError as exc:
-        out.attempts.append(Attempt("lookup", "unknown", db.utcnow(), _ms(started), exc.status,
+        out.attempts.append(Attempt("lookup", "unknown", schema.utcnow(), _ms(started), exc.status,
                                     exc.message, exc.body))
         if isinstance(exc, OppenTransportError):
             raise
@@ -282,7 +282,7 @@ def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
                             else f"No se pudo verificar en Oppen: {exc.message}",
                             status=exc.status) from None
     if not found:
-        out.attempts.append(Attempt("lookup", "not_found", db.utcnow(), _ms(started), 200))
+        out.attempts.append(Attempt("lookup", "not_found", schema.utcnow(), _ms(started), 200))
         out.needs_lookup = False
         return False
     remote = found[0]
@@ -294,12 +294,12 @@ def _lookup(client: OppenClient, job: Job, out: Outcome) -> bool:
         out.state = CONFLICT
         out.error = ("Conflicto: Oppen ya tiene una factura " + job.official_sernr
                      + " con otros datos (" + "; ".join(diffs) + ")")
-        out.attempts.append(Attempt("lookup", "conflict", db.utcnow(), _ms(started), 200,
+        out.attempts.append(Attempt("lookup", "conflict", schema.utcnow(), _ms(started), 200,
                                     out.error, out.response_body))
         logger.error("❌ %s", out.error)
     else:
         out.state, out.error, out.sernr = SENT, None, _sernr(remote)
-        out.attempts.append(Attempt("lookup", "found", db.utcnow(), _ms(started), 200, None,
+        out.attempts.append(Attempt("lookup", "found", schema.utcnow(), _ms(started), 200, None,
                                     out.response_body))
         logger.info("✅ %s ya estaba en Oppen (SerNr %s)", job.reg.reference, out.sernr)
     return True
@@ -329,8 +329,8 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     """
     policy = policy or Policy.from_settings(settings)
     today = today or local_today()
-    owner = store.new_owner()
-    run_id = store.start_run(engine, target=settings.target, kind=request.kind,
+    owner = schema.new_owner()
+    run_id = runs.start_run(engine, target=settings.target, kind=request.kind,
                              days=list(request.groups), username=request.user,
                              reason=request.reason, lease=settings.lease_seconds, owner=owner,
                              local=request.local, fecha=request.fecha)
@@ -350,17 +350,17 @@ def run(engine: Engine, settings: Settings, client: OppenClient, request: RunReq
     except OppenError as exc:
         summary = {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": False,
                    "error": exc.message}
-        store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
+        runs.finish_run(engine, run_id, owner, state=schema.ERROR, summary=summary,
                          message=exc.message)
         _notify(settings, request, [{"factura": "todas las del día", "error": exc.message}])
         raise
     except BaseException:
         logger.exception("❌ Error inesperado en la sincronización")
-        store.finish_run(engine, run_id, owner, state=db.ERROR, summary=summary,
+        runs.finish_run(engine, run_id, owner, state=schema.ERROR, summary=summary,
                          message="Error inesperado (detalle en el log del servidor)")
         raise
     summary_message = summary.get("message") or ""
-    store.finish_run(engine, run_id, owner, state=db.DONE, summary=summary,
+    runs.finish_run(engine, run_id, owner, state=schema.DONE, summary=summary,
                      message=summary_message)
     logger.info("✨ Sincronización completada: %d exitosas, %d fallidas de %d totales (%.1f s)",
                 summary["exitosas"], summary["fallidas"], summary["total"],
@@ -391,7 +391,7 @@ def _execute(engine, settings, client, request, run_id, owner, policy, today, pr
     for (local, fecha), facturas in request.groups.items():
         if not facturas:
             logger.warning("⚠️ No se encontraron facturas para %s en %s", local, fecha)
-        registered.extend(store.register(engine, target, facturas, profile, today))
+        registered.extend(binder.register(engine, target, facturas, profile, today))
     if request.only_ids is not None:
         registered = [r for r in registered if r.factura["id"] in request.only_ids]
 
@@ -444,12 +444,12 @@ def _authenticate(client: OppenClient, policy: Policy, engine: Engine,
             return
         except OppenTransportError as exc:
             if attempt == policy.max_attempts:
-                store.mark_pending(engine, [r.state_id for r in candidates],
+                binder.mark_pending(engine, [r.state_id for r in candidates],
                                    f"No se envió: {exc.message}")
                 raise
             _pause(policy, attempt, exc)
         except OppenAuthError as exc:
-            store.mark_pending(engine, [r.state_id for r in candidates],
+            binder.mark_pending(engine, [r.state_id for r in candidates],
                                f"No se envió: {exc.message}")
             raise
 
@@ -483,7 +483,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
 
     def flush(current: str | None = None) -> None:
         nonlocal last_flush
-        store.record(engine, owner, run_id, unflushed,
+        binder.record(engine, owner, run_id, unflushed,
                      progress={"total": total, "processed": done_count, "exitosas": exitosas,
                                "fallidas": done_count - exitosas, "current_ref": current})
         for written in unflushed:
@@ -508,7 +508,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                 ready.clear()
                 rest = list(queue)
                 queue.clear()
-                store.mark_pending(engine, [r.state_id for r in rest], reason)
+                binder.mark_pending(engine, [r.state_id for r in rest], reason)
                 for reg in rest:
                     results[reg.state_id] = Outcome(reg.state_id, reg.reference,
                                                     FAILED if reg.state == FAILED else PENDING,
@@ -516,7 +516,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
             while not breaker.open and len(in_flight) < workers * 2 and (ready or queue):
                 if not ready:
                     batch = [queue.popleft() for _ in range(min(claim_size, len(queue)))]
-                    claimed = store.claim(engine, [r.state_id for r in batch], owner,
+                    claimed = binder.claim(engine, [r.state_id for r in batch], owner,
                                           settings.lease_seconds)
                     for reg in batch:
                         if reg.state_id not in claimed:
@@ -525,7 +525,7 @@ def _send(engine, settings, client, candidates, run_id, owner, policy, today, pr
                                 error="No se envió: la tiene otra sincronización en curso")
                             done_count += 1  # settled for this run: the bar must count it
                             continue
-                        mapped = store.map_factura(reg.factura, profile, today, reg.state_id)
+                        mapped = binder.map_factura(reg.factura, profile, today, reg.state_id)
                         if not isinstance(mapped, Mapped):  # registered valid a moment ago
                             out = Outcome(reg.state_id, reg.reference, INVALID, claimed[reg.state_id],
                                           error=f"Datos inválidos: {mapped.reason}")

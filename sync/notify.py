@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .config import Settings
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 

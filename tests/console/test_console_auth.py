@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from sync import auth
-from sync.config import ConfigError, load_settings
+from sync.settings import ConfigError, load_settings
 
-from conftest import PASSWORDS
+from ui_helpers import PASSWORDS
 
 
 @pytest.fixture

@@ -10,12 +10,14 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from sync import db, jobs
-from sync.audit import mark_audited
-from sync.auth import PermissionDenied
-from sync.config import load_settings
+from sync import background
 
-from conftest import ANA, BETO, PAGES, PASSWORDS, run_until, texts, yesterday
+from sync.state import schema
+from sync.actions import mark_audited
+from sync.auth import PermissionDenied
+from sync.settings import load_settings
+
+from ui_helpers import ANA, BETO, PAGES, PASSWORDS, run_until, texts, yesterday
 
 ADMIN_PAGES = ("facturas_fallidas.py", "monitoreo.py")
 
@@ -38,7 +40,7 @@ def find_table(at, column: str):
 
 def runs(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(db.oppen_runs)).scalar()
+        return conn.execute(sa.select(sa.func.count()).select_from(schema.oppen_runs)).scalar()
 
 
 def audit_directly(console_env, local: str) -> dict:
@@ -168,7 +170,7 @@ def test_the_resend_action_refuses_an_auditor(console_env):
     settings = load_settings()
     before = runs(engine)
     with pytest.raises(PermissionDenied):
-        jobs.start_resend(engine, settings, user=ANA, reason="quiero",
+        background.start_resend(engine, settings, user=ANA, reason="quiero",
                           local="PALERMO", fecha=yesterday())
     assert runs(engine) == before
 
@@ -321,7 +323,7 @@ def test_vista_previa_flags_invalid_rows_and_sends_nothing(console_env, app):
     assert at.get("download_button")
     assert console_env["sandbox"].invoices() == [] and runs(console_env["engine"]) == 0
     with console_env["engine"].connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.oppen_invoices)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.oppen_invoices)).scalar() == 0
 
     at.selectbox(key="preview_local").select("SUCURSAL").run()
     assert shows(at, "info", "SUCURSAL no tiene facturas para sincronizar")
@@ -356,7 +358,7 @@ def test_resend_of_a_failed_invoice(console_env, app):
     # The selection and the reason were cleared with the action.
     assert at.button(key="reenviar_seleccion").disabled
     with console_env["engine"].connect() as conn:
-        run = conn.execute(sa.select(db.oppen_runs).where(db.oppen_runs.c.kind == "resend")).one()
+        run = conn.execute(sa.select(schema.oppen_runs).where(schema.oppen_runs.c.kind == "resend")).one()
     assert (run.username, run.reason) == ("beto", "Oppen estaba caído")
 
 
@@ -453,11 +455,11 @@ def test_an_unreachable_database_is_one_spanish_message(console_env, app, monkey
 
 def test_an_unexpected_error_is_a_generic_spanish_message(console_env, app, monkeypatch,
                                                           caplog):
-    from sync import queries
+    from sync.state import read_models
 
     def broken(*args, **kwargs):
         raise RuntimeError("un bug")
-    monkeypatch.setattr(queries, "day_table", broken)
+    monkeypatch.setattr(read_models, "day_table", broken)
     at = app("pages/auditoria.py", ANA).run()
     no_exception(at)
     assert [e.value for e in at.error] == [

@@ -13,8 +13,7 @@ import pytest
 
 from sync.sandbox import OppenSandbox
 
-from conftest import (ROOT, choose, clean_environ, login, screenshot, visible_tables,
-                      wait_for_records, yesterday)
+from ui_helpers import ROOT, choose, clean_environ, login, screenshot, visible_tables, wait_for_records, yesterday
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 30000

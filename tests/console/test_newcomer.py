@@ -14,9 +14,9 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from sync import db
+from sync.state import schema
 
-from conftest import clean_environ, login, screenshot, wait_for_records
+from ui_helpers import clean_environ, login, screenshot, wait_for_records
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +43,7 @@ def test_fresh_checkout_serves_the_console_with_demo_data(tmp_path, serve_consol
     screenshot(page, "newcomer-auditoria.png")
     page.close()
 
-    engine = db.make_engine(f"sqlite:///{database}")
+    engine = schema.make_engine(f"sqlite:///{database}")
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar() > 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar() > 0
     engine.dispose()

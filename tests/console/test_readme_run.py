@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sync import db
+from sync.state import schema
 
-from conftest import clean_environ, free_port, login, screenshot, wait_for_records
+from ui_helpers import clean_environ, free_port, login, screenshot, wait_for_records
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser
@@ -75,7 +75,7 @@ def test_make_run_on_a_fresh_clone(tmp_path, browser):
 
     database = clone / "data" / "console.sqlite3"
     assert database.exists(), "make run did not create the default database"
-    engine = db.make_engine(f"sqlite:///{database}")
+    engine = schema.make_engine(f"sqlite:///{database}")
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar() > 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar() > 0
     engine.dispose()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from sync.config import _SCALARS, load_settings
+from sync.settings import _SCALARS, load_settings
 from sync.mapping import MappingProfile
 
-from conftest import ROOT
+from ui_helpers import ROOT
 
 EXAMPLE = ROOT / ".streamlit" / "secrets.toml.example"
 SETTING = re.compile(r"^# ((?:[A-Za-z_]+) = .*|\[users\.[a-z]+\])$")

@@ -11,13 +11,15 @@ Times we write are naive UTC (`utcnow`); the console shows them in Argentina's t
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 metadata = sa.MetaData()
 
@@ -280,3 +282,30 @@ def day_bounds(fecha: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """A calendar day as a half-open DATETIME range, so the (local, fecha) index is used."""
     start = dt.datetime.combine(fecha, dt.time())
     return start, start + dt.timedelta(days=1)
+
+
+CHUNK = 500
+MAX_TEXT = 20000
+
+
+def db_now(conn: Connection) -> dt.datetime:
+    """The database's clock, for leases: two hosts on one MySQL must agree on when a
+    claim expires even if their own clocks drift apart."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return conn.execute(sa.text("SELECT UTC_TIMESTAMP()")).scalar()
+    return utcnow()  # SQLite lives on this host: its clock is ours
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex
+
+
+def chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[:limit] + "…"

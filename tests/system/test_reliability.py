@@ -10,10 +10,12 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from sync import db, service
+from sync import actions
+
+from sync.state import schema
 from sync.exporter import Policy
 
-from conftest import DAY, TODAY, add_factura, close_day
+from helpers import DAY, TODAY, add_factura, close_day
 from faults import (check_accounting, check_exactly_once, check_log, cli_env, kill_after_posts,
                     resend_until_done, run_cli, seed_days, start_cli)
 
@@ -42,9 +44,9 @@ def test_faults_and_a_kill_lose_nothing_and_duplicate_nothing(engine, settings, 
     assert {"fault_5xx", "fault_502_html", "timeout_after_store", "dropped"} <= outcomes
     assert "unauthorized" in outcomes  # tokens expired and were renewed
     with engine.connect() as conn:
-        runs = conn.execute(sa.select(db.oppen_runs.c.state)).scalars().all()
-        found = conn.execute(sa.select(sa.func.count()).select_from(db.oppen_attempts).where(
-            db.oppen_attempts.c.outcome == "found")).scalar()
+        runs = conn.execute(sa.select(schema.oppen_runs.c.state)).scalars().all()
+        found = conn.execute(sa.select(sa.func.count()).select_from(schema.oppen_attempts).where(
+            schema.oppen_attempts.c.outcome == "found")).scalar()
     # The killed run was noticed and taken over, and lookups recovered invoices whose
     # answer was lost (timeouts after storing, and the POSTs in flight at the kill).
     assert "interrupted" in runs
@@ -86,11 +88,11 @@ def test_fifty_malformed_rows_among_a_thousand(engine, settings, client, sandbox
             bad_fields[str(n + 1)] = field
         rows.append(row)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.facturas_trns), rows)
-        conn.execute(sa.insert(db.locales_auditados).values(local="GRANDE", fecha=DAY))
+        conn.execute(sa.insert(schema.facturas_trns), rows)
+        conn.execute(sa.insert(schema.locales_auditados).values(local="GRANDE", fecha=DAY))
     policy = Policy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01, sleep=lambda s: None)
 
-    result = service.resend(engine, settings.replace(concurrency=8), user="admin",
+    result = actions.resend(engine, settings.replace(concurrency=8), user="admin",
                             local="GRANDE", fecha=DAY, client=client, policy=policy, today=TODAY)
 
     assert (result["total"], result["exitosas"], result["invalidas"]) == (1000, 950, 50)
@@ -98,12 +100,12 @@ def test_fifty_malformed_rows_among_a_thousand(engine, settings, client, sandbox
     invalid = [e for e in result["errores"]]
     assert len(invalid) == 50
     assert all(e["error"].startswith("Datos inválidos: ") for e in invalid)
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     with engine.connect() as conn:
-        by_id = conn.execute(sa.select(db.facturas_trns.c.id, db.facturas_trns.c.nro_factura,
-                                       db.facturas_trns.c.tipo, db.facturas_trns.c.punto_venta,
-                                       db.facturas_trns.c.monto, t.c.last_error)
-                             .join(t, t.c.factura_id == db.facturas_trns.c.id)
+        by_id = conn.execute(sa.select(schema.facturas_trns.c.id, schema.facturas_trns.c.nro_factura,
+                                       schema.facturas_trns.c.tipo, schema.facturas_trns.c.punto_venta,
+                                       schema.facturas_trns.c.monto, t.c.last_error)
+                             .join(t, t.c.factura_id == schema.facturas_trns.c.id)
                              .where(t.c.state == "invalid")).all()
     assert len(by_id) == 50
     for row in by_id:
@@ -118,13 +120,13 @@ def test_oppen_down_stops_early_and_leaves_the_rest_pending(engine, settings, cl
     for n in range(30):
         add_factura(engine, "MATRIZ", "B", "1", str(n + 1), 10)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY))
     client.authenticate()
     sandbox.set_faults(down=True)
     policy = Policy(max_attempts=2, backoff_base=0.001, backoff_cap=0.01, breaker_threshold=5,
                     sleep=lambda s: None)
 
-    result = service.resend(engine, settings.replace(concurrency=2), user="admin",
+    result = actions.resend(engine, settings.replace(concurrency=2), user="admin",
                             local="MATRIZ", fecha=DAY, client=client, policy=policy, today=TODAY)
 
     posts = [e for e in sandbox.request_log() if e["method"] in ("POST", "GET")
@@ -137,7 +139,7 @@ def test_oppen_down_stops_early_and_leaves_the_rest_pending(engine, settings, cl
     check_accounting(engine, settings.target)
 
     sandbox.set_faults(down=False)
-    again = service.resend(engine, settings, user="admin", client=client, policy=policy,
+    again = actions.resend(engine, settings, user="admin", client=client, policy=policy,
                            today=TODAY)
     assert again["exitosas"] == 30
     check_log(sandbox.request_log())
@@ -148,12 +150,12 @@ def test_retry_after_is_honoured_and_429_is_not_ambiguous(engine, settings, clie
     close_day(engine, "MATRIZ")
     add_factura(engine, "MATRIZ", "B", "1", "1", 10)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY))
     waits = []
     policy = Policy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01, sleep=waits.append)
     sandbox.set_faults(rate_limit_rate=1.0)
     client.authenticate()
-    result = service.resend(engine, settings, user="admin", client=client, policy=policy,
+    result = actions.resend(engine, settings, user="admin", client=client, policy=policy,
                             today=TODAY)
     assert result["errores"][0]["error"].startswith("Error HTTP 429")
     assert len(waits) == 2
@@ -167,7 +169,7 @@ def test_a_slow_login_keeps_the_lock(engine, settings, sandbox):
     import threading
     import time
 
-    from sync.client import OppenClient
+    from sync.oppen.client import OppenClient
     from sync.errors import RunInProgress
     seed_days(engine, ["LENTO"], days=1, per_day=3)
     quick = settings.replace(lease_seconds=1.0)
@@ -176,13 +178,13 @@ def test_a_slow_login_keeps_the_lock(engine, settings, sandbox):
                        password=settings.password, timeout=10)
     policy = Policy(max_attempts=1, sleep=lambda s: None)
     results = []
-    first = threading.Thread(target=lambda: results.append(service.resend(
+    first = threading.Thread(target=lambda: results.append(actions.resend(
         engine, quick, user="a", local="LENTO", fecha=dt.date(2025, 3, 1), client=slow,
         policy=policy)))
     first.start()
     time.sleep(1.6)  # past the lease: only the heartbeat keeps the lock
     with pytest.raises(RunInProgress):
-        service.resend(engine, quick, user="b", local="LENTO", fecha=dt.date(2025, 3, 1),
+        actions.resend(engine, quick, user="b", local="LENTO", fecha=dt.date(2025, 3, 1),
                        client=slow, policy=policy)
     sandbox.set_faults(latency_ms=0)
     first.join(timeout=30)
@@ -195,20 +197,20 @@ def test_a_number_changed_after_an_ambiguous_post_is_a_conflict(engine, settings
     close_day(engine, "MATRIZ")
     fid = add_factura(engine, "MATRIZ", "A", "5", "100", 10)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY))
     sandbox.set_faults(timeout_rate=1.0, hang_seconds=0.5)
     impatient = client.__class__(base_url=settings.base_url, api="ApiNg", username="API",
                                  password=settings.password, timeout=0.25)
     policy = Policy(max_attempts=1, sleep=lambda s: None)
-    first = service.resend(engine, settings, user="a", client=impatient, policy=policy,
+    first = actions.resend(engine, settings, user="a", client=impatient, policy=policy,
                            today=TODAY)
     assert first["fallidas"] == 1 and len(sandbox.invoices()) == 1  # stored, answer lost
     sandbox.set_faults(timeout_rate=0.0)
     with engine.begin() as conn:  # the host application corrects the number
-        conn.execute(sa.update(db.facturas_trns).where(db.facturas_trns.c.id == fid)
+        conn.execute(sa.update(schema.facturas_trns).where(schema.facturas_trns.c.id == fid)
                      .values(nro_factura="101"))
 
-    again = service.resend(engine, settings, user="a", client=client, policy=policy, today=TODAY)
+    again = actions.resend(engine, settings, user="a", client=client, policy=policy, today=TODAY)
 
     assert again["conflictos"] == 1
     assert "0005-00000100" in again["errores"][0]["error"]

@@ -27,11 +27,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from . import db, service, store
-from .client import OppenClient
-from .config import PROJECT_DIR, Settings, validate
-from .mapping import Mapped, map_invoice
-from .sandbox import Faults, OppenSandbox
+from sync import actions
+
+from sync.state import binder, runs, schema
+from sync.oppen.client import OppenClient
+from sync.settings import PROJECT_DIR, Settings, validate
+from sync.mapping import Mapped, map_invoice
+from sync.sandbox import Faults, OppenSandbox
 
 BENCH_DAY = dt.date(2025, 1, 5)
 
@@ -43,10 +45,10 @@ def _seed(engine, n: int, *, local: str = "BENCH", fecha: dt.date = BENCH_DAY,
              "monto": Decimal(1000 + i % 5000) / 4, "estado": "ok"} for i in range(n)]
     with engine.begin() as conn:
         for start in range(0, n, 20000):
-            conn.execute(sa.insert(db.facturas_trns), rows[start:start + 20000])
-        conn.execute(sa.insert(db.cierres_locales).values(local=local, fecha=fecha))
+            conn.execute(sa.insert(schema.facturas_trns), rows[start:start + 20000])
+        conn.execute(sa.insert(schema.cierres_locales).values(local=local, fecha=fecha))
         if audited:
-            conn.execute(sa.insert(db.locales_auditados).values(local=local, fecha=fecha,
+            conn.execute(sa.insert(schema.locales_auditados).values(local=local, fecha=fecha,
                                                                 auditor="bench"))
 
 
@@ -104,7 +106,7 @@ def sequential_reference(engine, sandbox, password: str, settings: Settings) -> 
     bench_log.create(engine, checkfirst=True)
     started = time.perf_counter()
     with engine.connect() as conn:
-        facturas = store.read_facturas(conn, "BENCH", BENCH_DAY)
+        facturas = binder.read_facturas(conn, "BENCH", BENCH_DAY)
     with OppenClient(base_url=sandbox.url, api=settings.api, username="API", password=password,
                      timeout=settings.timeout, pool_size=1) as client:
         client.authenticate()
@@ -116,7 +118,7 @@ def sequential_reference(engine, sandbox, password: str, settings: Settings) -> 
             with engine.begin() as conn:
                 conn.execute(sa.insert(bench_log).values(factura_id=factura["id"],
                                                          sernr=record.get("SerNr"),
-                                                         sent_at=db.utcnow()))
+                                                         sent_at=schema.utcnow()))
     return time.perf_counter() - started
 
 
@@ -124,7 +126,7 @@ def project_run(engine, sandbox, password: str, settings: Settings) -> dict:
     started = time.perf_counter()
     with OppenClient(base_url=sandbox.url, api=settings.api, username="API", password=password,
                      timeout=settings.timeout, pool_size=settings.concurrency) as client:
-        result = service.resend(engine, settings, user="bench", local="BENCH", fecha=BENCH_DAY,
+        result = actions.resend(engine, settings, user="bench", local="BENCH", fecha=BENCH_DAY,
                                 client=client, today=BENCH_DAY)
     return {"seconds": time.perf_counter() - started, "exitosas": result["exitosas"],
             "total": result["total"]}
@@ -134,8 +136,8 @@ def bench_sending(n: int, latency_ms: float, concurrency: int, *, sequential: bo
     out: dict = {"n": n, "latency_ms": latency_ms, "concurrency": concurrency}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        engine = db.make_engine(url)
-        db.init_db(engine)
+        engine = schema.make_engine(url)
+        schema.init_db(engine)
         _seed(engine, n)
         if sequential:
             sandbox = ExternalSandbox(latency_ms, Path(tmp))
@@ -174,8 +176,8 @@ def bench_memory(n: int, concurrency: int) -> dict:
     password = secrets.token_urlsafe(12)
     with tempfile.TemporaryDirectory() as tmp, OppenSandbox(password=password) as sandbox:
         url = f"sqlite:///{Path(tmp) / 'mem.sqlite3'}"
-        engine = db.make_engine(url)
-        db.init_db(engine)
+        engine = schema.make_engine(url)
+        schema.init_db(engine)
         _seed(engine, n)
         engine.dispose()
         env = dict(os.environ, DATABASE_URL=url, OPPEN_ENV="sandbox", OPPEN_BASE_URL=sandbox.url,
@@ -222,7 +224,7 @@ def main(args) -> int:
           f"({zero['project_s'] / zero['n'] * 1000:.2f} ms por factura, con escrituras en la base)")
 
     if args.rows:
-        from .bench_queries import bench_queries
+        from benchmarks.bench_queries import bench_queries
         report["queries"] = bench_queries(args.rows, args.preview_n)
     if args.memory_n:
         mem = bench_memory(args.memory_n, args.concurrency)

@@ -14,12 +14,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from sync.client import OppenClient, TokenCache, backoff_delay, is_retryable
+from sync.oppen.client import OppenClient, TokenCache, backoff_delay, is_retryable
 from sync.errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                          OppenTransportError, SyncError)
 from sync.sandbox import Faults, OppenSandbox
 
-from conftest import seed_invoice
+from helpers import seed_invoice
 
 
 def invoice(number: int = 1691, **overrides) -> dict:

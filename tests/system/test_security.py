@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sync.client import OppenClient
-from sync.config import Settings, validate
+from sync.oppen.client import OppenClient
+from sync.settings import Settings, validate
 from sync.errors import ConfigError, OppenTransportError
 
-from conftest import http_server
+from helpers import http_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(*args) -> str:

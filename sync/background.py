@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from . import audit, db, queries, service
+from . import actions, messages
+
+from .state import read_models, schema
 from .auth import require_role
-from .client import OppenClient
-from .config import Settings, User
+from .oppen.client import OppenClient
+from .settings import Settings, User
 from .errors import OppenError, SyncError
 
 logger = logging.getLogger(__name__)
@@ -114,10 +116,10 @@ def start_audit(engine: Engine, settings: Settings, *, user: User, local: str, f
                 client: OppenClient | None = None, wait: float = START_WAIT) -> Started:
     """Mark a local/day audited and sync it in the background (the seed's endpoint)."""
     require_role(user, "auditor", "marcar locales como auditados")
-    local = service.clean_local(local)
+    local = actions.clean_local(local)
 
     def work(job_client, on_start) -> dict:
-        return audit.mark_audited(engine, settings, local, fecha, user.username,
+        return actions.mark_audited(engine, settings, local, fecha, user.username,
                                   client=job_client, on_start=on_start)
     return _start(engine, "audit", work, client, wait)
 
@@ -149,7 +151,7 @@ def start_resend(engine: Engine, settings: Settings, *, user: User, reason: str,
 
     def work(job_client, on_start) -> dict:
         try:
-            summary = service.resend(engine, settings, user=user.username, reason=reason,
+            summary = actions.resend(engine, settings, user=user.username, reason=reason,
                                      local=None if ids else local, fecha=None if ids else fecha,
                                      invoice_ids=ids, client=job_client, on_start=on_start)
         except OppenError as exc:
@@ -163,16 +165,16 @@ def start_resend(engine: Engine, settings: Settings, *, user: User, reason: str,
 
 def resend_response(summary: Mapping) -> dict:
     """A resend's answer in the seed's style (its summary plus one message)."""
-    summary = audit.public_summary(dict(summary))
-    return {"success": True, "msg": audit.result_lines(summary, resend=True),
+    summary = messages.public_summary(dict(summary))
+    return {"success": True, "msg": messages.result_lines(summary, resend=True),
             "oppen_sync": summary}
 
 
 def response_from_row(row: Mapping, *, lease_seconds: float, now: dt.datetime | None = None
                       ) -> dict | None:
     """The final answer of a run rebuilt from its row; None while it is still going."""
-    now = now or db.utcnow()
-    if row["state"] == db.RUNNING:
+    now = now or schema.utcnow()
+    if row["state"] == schema.RUNNING:
         beat = row.get("heartbeat_at") or row.get("inicio")
         if beat is not None and now - beat > dt.timedelta(seconds=lease_seconds):
             return {"success": False, "msg": INTERRUPTED}
@@ -180,19 +182,19 @@ def response_from_row(row: Mapping, *, lease_seconds: float, now: dt.datetime | 
     summary = json.loads(row["result_json"]) if row.get("result_json") else None
     message = row.get("mensaje") or ""
     if row["kind"] == "audit" and row.get("local") and row.get("fecha"):
-        head = audit.audited_message(row["local"], row["fecha"])
-        if row["state"] == db.DONE and summary is not None:
-            return {"success": True, "msg": audit.sync_message(head, summary),
+        head = messages.audited(row["local"], row["fecha"])
+        if row["state"] == schema.DONE and summary is not None:
+            return {"success": True, "msg": messages.sync(head, summary),
                     "oppen_sync": summary}
-        if row["state"] == db.INTERRUPTED:
+        if row["state"] == schema.INTERRUPTED:
             return {"success": True, "msg": f"{head}\n⚠️ {INTERRUPTED}", "oppen_error": INTERRUPTED}
         return {"success": True, "msg": f"{head}\n⚠️ Error sincronizando con Oppen: {message}",
                 "oppen_error": message}
-    if row["state"] == db.DONE and summary is not None:
+    if row["state"] == schema.DONE and summary is not None:
         return resend_response(summary)
-    if row["state"] == db.INTERRUPTED:
+    if row["state"] == schema.INTERRUPTED:
         return {"success": False, "msg": INTERRUPTED}
-    if row["state"] == db.DONE:
+    if row["state"] == schema.DONE:
         return {"success": True, "msg": message or "Listo"}
     return {"success": False, "msg": f"⚠️ Error sincronizando con Oppen: {message}",
             "oppen_error": message}
@@ -206,7 +208,7 @@ def result_of(engine: Engine, settings: Settings, run_id: int) -> dict | None:
             return _results[key]
         if key in _finishing:
             return None   # its thread is storing the exact answer right now
-    row = queries.run_row(engine, run_id)
+    row = read_models.run_row(engine, run_id)
     if row is None:
         return {"success": False, "msg": f"No existe la sincronización {run_id}"}
     return response_from_row(row, lease_seconds=settings.lease_seconds)
@@ -214,7 +216,7 @@ def result_of(engine: Engine, settings: Settings, run_id: int) -> dict | None:
 
 def progress_of(engine: Engine, run_id: int) -> dict | None:
     """Where a run is, from its persisted row: n of N, the invoice being sent."""
-    row = queries.run_row(engine, run_id)
+    row = read_models.run_row(engine, run_id)
     if row is None:
         return None
     total, done = row["total"] or 0, row["procesadas"] or 0
@@ -244,7 +246,7 @@ def compare_duplicate(engine: Engine, settings: Settings, *, user: User, state_i
     require_role(user, "admin", "comparar facturas con Oppen")
     job_client = client.clone() if client is not None else None
     try:
-        return service.compare_with_oppen(engine, settings, state_id, client=job_client)
+        return actions.compare_with_oppen(engine, settings, state_id, client=job_client)
     finally:
         if job_client is not None:
             job_client.close()
@@ -256,7 +258,7 @@ def link_duplicate(engine: Engine, settings: Settings, *, user: User, state_id: 
     reason = clean_reason(reason)
     job_client = client.clone() if client is not None else None
     try:
-        return service.link_duplicate(engine, settings, state_id, user=user.username,
+        return actions.link_duplicate(engine, settings, state_id, user=user.username,
                                       reason=reason, client=job_client)
     finally:
         if job_client is not None:

@@ -11,12 +11,14 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from sync import db, service
-from sync.audit import mark_audited
+from sync import actions
+
+from sync.state import schema
+from sync.actions import mark_audited
 from sync.errors import AuditRefused, NotFound, RunInProgress
 from sync.exporter import Policy
 
-from conftest import DAY, TODAY, add_factura, close_day, http_server, states
+from helpers import DAY, TODAY, add_factura, close_day, http_server, states
 
 
 def audit(engine, settings, local, client, policy, fecha=DAY):
@@ -35,9 +37,9 @@ def test_second_sync_sends_nothing(engine, settings, client, policy, sandbox):
     assert audit(engine, settings, "MATRIZ", client, policy)["oppen_sync"]["exitosas"] == 3
     before = len(sandbox.request_log())
 
-    again = service.sync_facturas_to_oppen(engine, settings, "MATRIZ", DAY, client=client,
+    again = actions.sync_facturas_to_oppen(engine, settings, "MATRIZ", DAY, client=client,
                                            policy=policy, today=TODAY)
-    resent = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+    resent = actions.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
                             client=client, policy=policy, today=TODAY)
 
     assert len(sandbox.request_log()) == before  # not one request
@@ -84,9 +86,9 @@ def test_invalid_rows_are_never_sent_and_name_the_field(engine, settings, client
 
     # The host application fixes a row: the resend picks it up and sends it.
     with engine.begin() as conn:
-        conn.execute(sa.update(db.facturas_trns).where(db.facturas_trns.c.id == bad["monto"])
+        conn.execute(sa.update(schema.facturas_trns).where(schema.facturas_trns.c.id == bad["monto"])
                      .values(monto=99))
-    again = service.resend(engine, settings, user="admin", local="BELGRANO", fecha=DAY,
+    again = actions.resend(engine, settings, user="admin", local="BELGRANO", fecha=DAY,
                            client=client, policy=policy, today=TODAY)
     assert again["exitosas"] == 1 and again["invalidas"] == 4
     assert len(sandbox.invoices()) == 2
@@ -99,11 +101,11 @@ def test_client_sernr_is_allocated_once_and_reused(engine, settings, client, pol
     first = audit(engine, settings, "MATRIZ", client, policy)
     assert "oppen_error" in first
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.oppen_invoices)).one()
+        row = conn.execute(sa.select(schema.oppen_invoices)).one()
     assert row.state == "pending" and row.sernr is None
     sernr = settings.mapping.sernr_base + row.id
     sandbox.set_faults(down=False)
-    service.resend(engine, settings, user="admin", client=client, policy=policy, today=TODAY)
+    actions.resend(engine, settings, user="admin", client=client, policy=policy, today=TODAY)
     (stored,) = sandbox.invoices()
     assert stored["SerNr"] == sernr > 2 ** 31
     assert states(engine) == [("A 0005-00000001", "sent", sernr, 1)]
@@ -122,7 +124,7 @@ def test_server_assigned_sernr_is_stored(engine, settings, client, policy, sandb
 
 def posts_body(engine):
     with engine.connect() as conn:
-        return conn.execute(sa.select(db.oppen_invoices.c.request_body)).scalar()
+        return conn.execute(sa.select(schema.oppen_invoices.c.request_body)).scalar()
 
 
 def test_state_is_per_target(engine, settings, client, policy, sandbox, password):
@@ -130,23 +132,23 @@ def test_state_is_per_target(engine, settings, client, policy, sandbox, password
     add_factura(engine, "MATRIZ", "A", "5", "1", 10)
     audit(engine, settings, "MATRIZ", client, policy)
     production = settings.replace(oppen_env="production")
-    rows = service.status(engine, production, "MATRIZ", DAY)
+    rows = actions.status(engine, production, "MATRIZ", DAY)
     assert [r["estado"] for r in rows] == ["pending"]
     assert rows[0]["ultimo_error"] == "Todavía no se sincronizó"
-    assert [r["estado"] for r in service.status(engine, settings, "MATRIZ", DAY)] == ["sent"]
+    assert [r["estado"] for r in actions.status(engine, settings, "MATRIZ", DAY)] == ["sent"]
 
 
 def test_resend_refuses_unaudited_days_and_unknown_invoices(engine, settings, client, policy):
     close_day(engine, "MATRIZ")
     fid = add_factura(engine, "MATRIZ", "A", "5", "1", 10)
     with pytest.raises(AuditRefused, match="no está auditado"):
-        service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY, client=client)
+        actions.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY, client=client)
     with pytest.raises(AuditRefused, match="no está auditado"):
-        service.resend(engine, settings, user="admin", invoice_ids=[fid], client=client)
+        actions.resend(engine, settings, user="admin", invoice_ids=[fid], client=client)
     with pytest.raises(NotFound, match="No existe la factura 999"):
-        service.resend(engine, settings, user="admin", invoice_ids=[999], client=client)
+        actions.resend(engine, settings, user="admin", invoice_ids=[999], client=client)
     with pytest.raises(NotFound, match="no existe"):
-        service.resend(engine, settings, user="admin", local="NADIE", fecha=DAY, client=client)
+        actions.resend(engine, settings, user="admin", local="NADIE", fecha=DAY, client=client)
 
 
 def test_resend_of_chosen_invoices_records_who_and_why(engine, settings, client, policy, sandbox):
@@ -157,13 +159,13 @@ def test_resend_of_chosen_invoices_records_who_and_why(engine, settings, client,
     assert result["fallidas"] == 3
     sandbox.set_faults(error_rate=0.0)
 
-    result = service.resend(engine, settings, user="admin", invoice_ids=[ids[0]],
+    result = actions.resend(engine, settings, user="admin", invoice_ids=[ids[0]],
                             reason="Oppen volvió", client=client, policy=policy, today=TODAY)
 
     assert (result["total"], result["exitosas"]) == (1, 1)
     assert [s for _, s, _, _ in states(engine, "PALERMO")] == ["sent", "failed", "failed"]
     with engine.connect() as conn:
-        run = conn.execute(sa.select(db.oppen_runs).where(db.oppen_runs.c.kind == "resend")).one()
+        run = conn.execute(sa.select(schema.oppen_runs).where(schema.oppen_runs.c.kind == "resend")).one()
     assert (run.username, run.reason, run.state, run.exitosas) == ("admin", "Oppen volvió", "done", 1)
 
 
@@ -175,10 +177,10 @@ def test_accounting_identity_and_status(engine, settings, client, policy, sandbo
     sandbox.add_invoice({"OfficialSerNr": "0005-00000003", "TransDate": "2025-01-05",
                          "Items": [{"ArtCode": "1", "Qty": 1, "Price": 1.0}]})
     audit(engine, settings, "MIX", client, policy)
-    counts = service.day_accounting(engine, settings, "MIX", DAY)
+    counts = actions.day_accounting(engine, settings, "MIX", DAY)
     assert counts == {"sent": 1, "failed": 1, "invalid": 1, "pending": 0, "conflict": 0,
                       "total": 3}
-    rows = service.status(engine, settings, "MIX", DAY)
+    rows = actions.status(engine, settings, "MIX", DAY)
     failed = [r for r in rows if r["estado"] == "failed"][0]
     assert failed["http_status"] == 409 and failed["intentos"] == 1
     assert failed["ultimo_error"] == "Error HTTP 409: Duplicate invoice"
@@ -194,18 +196,18 @@ def test_link_duplicate_after_comparing(engine, settings, client, policy, sandbo
     sandbox.add_invoice({"OfficialSerNr": "0005-00000004", "TransDate": "2024-12-31",
                          "Items": [{"ArtCode": "1", "Qty": 1, "Price": 99.0}]})
     audit(engine, settings, "MIX", client, policy)
-    ids = {r["referencia"]: r["id"] for r in service.status(engine, settings, "MIX", DAY)}
+    ids = {r["referencia"]: r["id"] for r in actions.status(engine, settings, "MIX", DAY)}
 
     # Only Oppen's SerNr differs from ours (client-assigned): Oppen's is kept, link it.
     assert settings.mapping.sernr_mode == "client"
-    linked = service.link_duplicate(engine, settings, ids["A 0005-00000003"], user="admin",
+    linked = actions.link_duplicate(engine, settings, ids["A 0005-00000003"], user="admin",
                                     reason="ya estaba cargada a mano", client=client, today=TODAY)
     assert linked["linked"] is True
-    refused = service.link_duplicate(engine, settings, ids["A 0005-00000004"], user="admin",
+    refused = actions.link_duplicate(engine, settings, ids["A 0005-00000004"], user="admin",
                                      reason="probar", client=client, today=TODAY)
     assert refused["linked"] is False
     assert any(d.startswith("TransDate") for d in refused["differences"])
-    rows = {r["referencia"]: r for r in service.status(engine, settings, "MIX", DAY)}
+    rows = {r["referencia"]: r for r in actions.status(engine, settings, "MIX", DAY)}
     assert rows["A 0005-00000003"]["estado"] == "sent"
     assert rows["A 0005-00000003"]["sernr"] == same["SerNr"]
     assert rows["A 0005-00000004"]["estado"] == "failed"
@@ -221,8 +223,8 @@ def test_hostile_local_names_are_just_text(engine, settings, client, policy, san
     assert result["oppen_sync"]["exitosas"] == 1
     assert sandbox.invoices()[0]["Labels"] == f"Local|{name}"
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar() == 1
-    assert service.status(engine, settings, name, DAY)[0]["local"] == name
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar() == 1
+    assert actions.status(engine, settings, name, DAY)[0]["local"] == name
 
 
 def test_concurrent_runs_for_one_day_never_both_send(engine, settings, client, policy, sandbox):
@@ -230,7 +232,7 @@ def test_concurrent_runs_for_one_day_never_both_send(engine, settings, client, p
     for n in range(40):
         add_factura(engine, "MATRIZ", "B", "1", str(n + 1), 10)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY,
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY,
                                                             auditor="x"))
     sandbox.set_faults(latency_ms=5)
     outcomes, lock = [], threading.Lock()
@@ -238,7 +240,7 @@ def test_concurrent_runs_for_one_day_never_both_send(engine, settings, client, p
     def one():
         worker = client.clone()
         try:
-            r = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+            r = actions.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
                                client=worker, policy=policy, today=TODAY)
             with lock:
                 outcomes.append(("ran", r["exitosas"]))
@@ -276,7 +278,7 @@ def test_no_secret_in_logs_results_or_database(engine, settings, client, policy,
     refused = audit(engine, settings, "OTRO", bad, policy)
     produced = [caplog.text, json.dumps(result), json.dumps(refused), repr(settings)]
     with engine.connect() as conn:
-        for table in (db.oppen_invoices, db.oppen_attempts, db.oppen_runs):
+        for table in (schema.oppen_invoices, schema.oppen_attempts, schema.oppen_runs):
             produced.extend(str(tuple(r)) for r in conn.execute(sa.select(table)))
     everything = "\n".join(produced)
     assert "📤 Enviando factura A 0005-00000001" in caplog.text
@@ -316,18 +318,18 @@ def test_a_run_with_failures_tells_the_webhook(engine, settings, client, policy,
 
 
 def test_init_db_creates_host_tables_only_on_sqlite(db_url):
-    fresh = db.make_engine(db_url)
+    fresh = schema.make_engine(db_url)
     try:
-        created = set(db.init_db(fresh))
-        own = {t.name for t in db.OWN_TABLES}
-        host = {t.name for t in db.SOURCE_TABLES}
+        created = set(schema.init_db(fresh))
+        own = {t.name for t in schema.OWN_TABLES}
+        host = {t.name for t in schema.SOURCE_TABLES}
         if fresh.dialect.name == "sqlite":
             assert created == own | host
         else:
             # On the chain's MySQL the host tables exist already; never make empty copies.
             assert created == own
-            assert set(db.check_schema(fresh)) == host
-        assert db.init_db(fresh) == []  # a second time creates nothing
+            assert set(schema.check_schema(fresh)) == host
+        assert schema.init_db(fresh) == []  # a second time creates nothing
     finally:
         fresh.dispose()
 
@@ -339,22 +341,22 @@ def test_link_refuses_a_row_duplicated_in_the_sales_system(engine, settings, cli
     add_factura(engine, "PALERMO", "A", "6", "1691", 15000)
     add_factura(engine, "PALERMO", "A", "6", "1691", 15000)
     audit(engine, settings, "PALERMO", client, policy)
-    failed = [r for r in service.status(engine, settings, "PALERMO", DAY) if r["estado"] == "failed"]
+    failed = [r for r in actions.status(engine, settings, "PALERMO", DAY) if r["estado"] == "failed"]
     assert len(failed) == 1
     with pytest.raises(SyncError, match="ya corresponde a otra fila"):
-        service.link_duplicate(engine, settings, failed[0]["id"], user="admin", reason="x",
+        actions.link_duplicate(engine, settings, failed[0]["id"], user="admin", reason="x",
                                client=client, today=TODAY)
-    assert [r["estado"] for r in service.status(engine, settings, "PALERMO", DAY)].count("sent") == 1
+    assert [r["estado"] for r in actions.status(engine, settings, "PALERMO", DAY)].count("sent") == 1
 
 
 def test_preview_does_not_count_what_is_already_in_oppen(engine, settings, client, policy):
     close_day(engine, "MATRIZ")
     add_factura(engine, "MATRIZ", "A", "5", "1", 10)
     add_factura(engine, "MATRIZ", "A", "5", "2", 20)
-    before = service.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
+    before = actions.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
     assert (before["validas"], before["ya_enviadas"], before["monto_valido"]) == (2, 0, 30)
     audit(engine, settings, "MATRIZ", client, policy)
-    after = service.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
+    after = actions.preview(engine, settings, "MATRIZ", DAY, today=TODAY)
     assert (after["validas"], after["ya_enviadas"], after["monto_valido"]) == (0, 2, 0)
     assert all(i["payload"]["SerNr"] > 2 ** 31 for i in after["items"])
 
@@ -364,7 +366,7 @@ def test_a_2xx_without_sernr_is_completed_by_a_lookup(engine, settings, policy):
     import http.server
     from urllib.parse import parse_qs, urlsplit
 
-    from sync.client import OppenClient
+    from sync.oppen.client import OppenClient
     held = {}
 
     class Quiet(http.server.BaseHTTPRequestHandler):
@@ -405,14 +407,14 @@ def test_a_2xx_without_sernr_is_completed_by_a_lookup(engine, settings, policy):
 def test_a_reader_never_makes_a_writer_wait(engine):
     """The console polls while a run writes: on SQLite a read is a snapshot, not a lock."""
     import time
-    with db.reading(engine) as reader:
-        reader.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar()
+    with schema.reading(engine) as reader:
+        reader.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar()
         started = time.monotonic()
         add_factura(engine, "MATRIZ", "A", "5", "1", 10)  # a write while the read is open
         assert time.monotonic() - started < 1.0
         # The reader keeps its snapshot until it ends.
         assert reader.execute(sa.select(sa.func.count())
-                              .select_from(db.facturas_trns)).scalar() in (0, 1)
+                              .select_from(schema.facturas_trns)).scalar() in (0, 1)
 
 
 def test_progress_counts_every_invoice_up_to_the_total(engine, settings, client, policy):
@@ -421,19 +423,19 @@ def test_progress_counts_every_invoice_up_to_the_total(engine, settings, client,
     for n in range(5):
         add_factura(engine, "MATRIZ", "B", "1", str(n + 1), 10)
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.locales_auditados).values(local="MATRIZ", fecha=DAY))
-    service.sync_facturas_to_oppen(engine, settings.replace(concurrency=1), "MATRIZ", DAY,
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY))
+    actions.sync_facturas_to_oppen(engine, settings.replace(concurrency=1), "MATRIZ", DAY,
                                    client=client, policy=policy, today=TODAY, kind="resend")
     # Make two invoices unsent again, one of them held by someone else's live claim.
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     with engine.begin() as conn:
         ids = conn.execute(sa.select(t.c.id).order_by(t.c.id).limit(2)).scalars().all()
         conn.execute(sa.update(t).where(t.c.id == ids[0]).values(state="failed", needs_lookup=True))
         conn.execute(sa.update(t).where(t.c.id == ids[1]).values(
             state="sending", claim_owner="someone-else",
-            claim_until=db.utcnow() + _dt.timedelta(hours=1)))
+            claim_until=schema.utcnow() + _dt.timedelta(hours=1)))
     seen = []
-    result = service.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
+    result = actions.resend(engine, settings, user="admin", local="MATRIZ", fecha=DAY,
                             client=client, policy=policy, today=TODAY,
                             progress=lambda done, total, ref: seen.append((done, total)))
     assert result["total"] == 2 and result["exitosas"] == 1

@@ -18,14 +18,14 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import db
-from .mapping import as_date
-from .config import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
-from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+from . import schema
+from ..mapping import as_date
+from ..settings import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
+from .schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 
 RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación"}
-RUN_STATE_LABELS = {db.RUNNING: "en curso", db.DONE: "terminada",
-                    db.INTERRUPTED: "interrumpida", db.ERROR: "con error"}
+RUN_STATE_LABELS = {schema.RUNNING: "en curso", schema.DONE: "terminada",
+                    schema.INTERRUPTED: "interrumpida", schema.ERROR: "con error"}
 # What "failed" means on the failed-invoices screen (plus pending with an error).
 PROBLEM_STATES = (FAILED, INVALID, CONFLICT)
 MAX_ROWS = 5000
@@ -93,7 +93,7 @@ def kind_label(kind: str, http_status: int | None = None) -> str:
 
 def _sync_counts(conn, settings: Settings, where: Sequence, keys: Sequence) -> dict:
     """{key tuple: {state: (count, amount)}} from oppen_invoices grouped by keys + state."""
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     out: dict = defaultdict(dict)
     query = (sa.select(*keys, t.c.state, sa.func.count(), sa.func.sum(t.c.monto))
              .where(t.c.target == settings.target, *where)
@@ -107,7 +107,7 @@ def _sync_counts(conn, settings: Settings, where: Sequence, keys: Sequence) -> d
 
 def _split(states: Mapping[str, tuple[int, Decimal]], facturas: int) -> dict:
     """Counts by what a person calls them; 'pendientes' includes never-synced invoices."""
-    count = {s: states.get(s, (0, Decimal(0)))[0] for s in db.STATES}
+    count = {s: states.get(s, (0, Decimal(0)))[0] for s in schema.STATES}
     registered = sum(count.values())
     return {
         "enviadas": count[SENT],
@@ -136,9 +136,9 @@ def day_status(row: Mapping) -> str:
 
 def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
     """Every local with something on `fecha`: closing, audit, advances, invoices, sync."""
-    f, c, la, an = db.facturas_trns, db.cierres_locales, db.locales_auditados, db.anticipos
-    start, end = db.day_bounds(fecha)
-    with db.reading(engine) as conn:
+    f, c, la, an = schema.facturas_trns, schema.cierres_locales, schema.locales_auditados, schema.anticipos
+    start, end = schema.day_bounds(fecha)
+    with schema.reading(engine) as conn:
         facturas = {r.local: (r.n, _money(r.monto)) for r in conn.execute(
             sa.select(f.c.local, sa.func.count().label("n"), sa.func.sum(f.c.monto).label("monto"))
             .where(f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
@@ -150,8 +150,8 @@ def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
         advances = {r.local: r.n for r in conn.execute(
             sa.select(an.c.local, sa.func.count().label("n"))
             .where(an.c.fecha == fecha, an.c.estado == "pendiente").group_by(an.c.local))}
-        sync = _sync_counts(conn, settings, [db.oppen_invoices.c.fecha == fecha],
-                            [db.oppen_invoices.c.local])
+        sync = _sync_counts(conn, settings, [schema.oppen_invoices.c.fecha == fecha],
+                            [schema.oppen_invoices.c.local])
     rows = []
     for local in sorted(set(facturas) | set(cierres) | set(audits) | set(advances)):
         count, amount = facturas.get(local, (0, Decimal(0)))
@@ -168,8 +168,8 @@ def day_table(engine: Engine, settings: Settings, fecha: dt.date) -> list[dict]:
 
 def known_locals(engine: Engine) -> list[str]:
     """Every local the host application knows (from its closings and audits)."""
-    c, la = db.cierres_locales, db.locales_auditados
-    with db.reading(engine) as conn:
+    c, la = schema.cierres_locales, schema.locales_auditados
+    with schema.reading(engine) as conn:
         names = set(conn.execute(sa.select(c.c.local).distinct()).scalars())
         names |= set(conn.execute(sa.select(la.c.local).distinct()).scalars())
     return sorted(names)
@@ -180,10 +180,10 @@ def known_locals(engine: Engine) -> list[str]:
 def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date, *,
                  local: str | None = None, limit: int = MAX_ROWS) -> list[dict]:
     """The audited local/days in [desde, hasta], newest first, with their invoices' sync."""
-    f, la, t = db.facturas_trns, db.locales_auditados, db.oppen_invoices
-    start, _ = db.day_bounds(desde)
-    _, end = db.day_bounds(hasta)
-    with db.reading(engine) as conn:
+    f, la, t = schema.facturas_trns, schema.locales_auditados, schema.oppen_invoices
+    start, _ = schema.day_bounds(desde)
+    _, end = schema.day_bounds(hasta)
+    with schema.reading(engine) as conn:
         query = (sa.select(la.c.local, la.c.fecha, la.c.auditor, la.c.auditado_en)
                  .where(la.c.fecha >= desde, la.c.fecha <= hasta)
                  .order_by(la.c.fecha.desc(), la.c.local).limit(limit))
@@ -217,7 +217,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
                     estados: Iterable[str] | None = None, limit: int = MAX_ROWS) -> list[dict]:
     """Invoices that did not reach Oppen and need a person: failed, invalid, conflict,
     and pending ones that carry an error (e.g. authentication failed)."""
-    t, a, la = db.oppen_invoices, db.oppen_attempts, db.locales_auditados
+    t, a, la = schema.oppen_invoices, schema.oppen_attempts, schema.locales_auditados
     wanted = set(estados) if estados else set(PROBLEM_STATES) | {PENDING}
     conditions = []
     hard = [s for s in PROBLEM_STATES if s in wanted]
@@ -227,8 +227,8 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
         # Pending with a reason, or left behind by a run that died (never attempted, or
         # claimed and abandoned): all of them need someone to resend. Pending rows of a
         # local/day whose run is alive right now are that run's business, not a problem.
-        now = db.utcnow()
-        L = db.oppen_run_locks
+        now = schema.utcnow()
+        L = schema.oppen_run_locks
         live_run = sa.exists().where(L.c.target == t.c.target, L.c.local == t.c.local,
                                      L.c.fecha == t.c.fecha, L.c.lease_until >= now)
         conditions.append(sa.and_(t.c.state == PENDING,
@@ -253,7 +253,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
     if hasta:
         query = query.where(t.c.fecha <= hasta)
     query = query.order_by(t.c.fecha.desc(), t.c.local, t.c.reference, t.c.id).limit(limit)
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         return [{
             "id": r.id, "factura_id": r.factura_id, "referencia": r.reference,
             "local": r.local, "fecha": as_date(r.fecha), "tipo": r.tipo, "monto": r.monto,
@@ -273,13 +273,13 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
 
 def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date) -> list[dict]:
     """Per invoice day: sent, failed (incl. conflicts), invalid, pending, success rate."""
-    t = db.oppen_invoices
-    with db.reading(engine) as conn:
+    t = schema.oppen_invoices
+    with schema.reading(engine) as conn:
         by_day = _sync_counts(conn, settings, [t.c.fecha >= desde, t.c.fecha <= hasta],
                               [t.c.fecha])
     rows = []
     for (fecha,), states in sorted(by_day.items()):
-        count = {s: states.get(s, (0, 0))[0] for s in db.STATES}
+        count = {s: states.get(s, (0, 0))[0] for s in schema.STATES}
         total = sum(count.values())
         rows.append({"fecha": fecha, "enviadas": count[SENT],
                      "fallidas": count[FAILED] + count[CONFLICT], "invalidas": count[INVALID],
@@ -291,14 +291,14 @@ def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.da
 def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date
                    ) -> list[dict]:
     """How many unsent invoices carry each kind of error, most frequent first."""
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     kind = _kind_expr(t).label("kind")
     query = (sa.select(kind, t.c.last_http_status, sa.func.count().label("n"))
              .where(t.c.target == settings.target, t.c.fecha >= desde, t.c.fecha <= hasta,
                     t.c.state != SENT, t.c.last_error.is_not(None))
              .group_by(kind, t.c.last_http_status))
     totals: dict[str, int] = defaultdict(int)
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         for r in conn.execute(query):
             totals[kind_label(r.kind, r.last_http_status)] += r.n
     return [{"tipo_error": k, "cantidad": n}
@@ -321,20 +321,20 @@ def _run_dict(r: Mapping) -> dict:
 def run_history(engine: Engine, settings: Settings, *, limit: int = 200,
                 kind: str | None = None) -> list[dict]:
     """The latest runs (audits, resends, links) for this target, newest first."""
-    r = db.oppen_runs
+    r = schema.oppen_runs
     query = sa.select(r).where(r.c.target == settings.target)
     if kind:
         query = query.where(r.c.kind == kind)
     query = query.order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         return [_run_dict(row._mapping) for row in conn.execute(query)]
 
 
 # --- runs in progress -------------------------------------------------------------------
 
 def run_row(engine: Engine, run_id: int) -> dict | None:
-    r = db.oppen_runs
-    with db.reading(engine) as conn:
+    r = schema.oppen_runs
+    with schema.reading(engine) as conn:
         row = conn.execute(sa.select(r).where(r.c.id == run_id)).first()
     return _run_dict(row._mapping) if row else None
 
@@ -344,10 +344,10 @@ def live_runs(engine: Engine, settings: Settings, *, kind: str | None = None,
               now: dt.datetime | None = None) -> list[dict]:
     """Runs still going for this target: state 'running' with a heartbeat within the
     lease (a run whose process died stops counting once its lease is over)."""
-    r = db.oppen_runs
-    now = now or db.utcnow()
+    r = schema.oppen_runs
+    now = now or schema.utcnow()
     since = now - dt.timedelta(seconds=settings.lease_seconds)
-    query = (sa.select(r).where(r.c.target == settings.target, r.c.state == db.RUNNING,
+    query = (sa.select(r).where(r.c.target == settings.target, r.c.state == schema.RUNNING,
                                 r.c.heartbeat_at >= since)
              .order_by(r.c.id))
     if kind:
@@ -356,7 +356,7 @@ def live_runs(engine: Engine, settings: Settings, *, kind: str | None = None,
         query = query.where(r.c.local == local)
     if fecha:
         query = query.where(r.c.fecha == fecha)
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         return [_run_dict(row._mapping) for row in conn.execute(query)]
 
 

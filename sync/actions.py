@@ -1,31 +1,130 @@
-"""What the console and the CLI call: sync, resend, preview, status and link.
+"""What people do, as plain functions: mark audited, sync, resend, preview, status, link.
 
-Each function takes an engine and the settings, does one job, and returns plain
-dicts and lists (the seed's keys where the seed has them). No Streamlit, no printing.
+The console and the CLI call these; each takes an engine and the settings, does one
+job and returns plain dicts and lists (the seed's keys and messages where the seed has
+them). A flow walks down from here: action → exporter → binder, mapping, Oppen client.
+No Streamlit, no printing.
+
+Marking audited commits the audit row before anything talks to Oppen, and nothing that
+happens with Oppen ever undoes it ("el local SIGUE auditado").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-from . import db, store
-from .client import OppenClient
-from .config import Settings, local_today
-from .db import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_invoices
-from .errors import AuditRefused, NotFound, OppenError, SyncError
+from . import messages
+from .errors import AuditRefused, NotFound, OppenError, RunInProgress, SyncError
 from .exporter import Policy, Progress, RunRequest, run
 from .mapping import Mapped, differences, parse_day
-from .runtime import open_client
-from .audit import is_audited, local_exists, require_local  # noqa: F401  (re-exported)
+from .oppen.client import OppenClient
+from .settings import Settings, local_today
+from .state import binder, schema
+from .state.schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_invoices
+from .wiring import open_client
 
 logger = logging.getLogger(__name__)
 
+def local_exists(engine: Engine, local: str) -> bool:
+    with engine.connect() as conn:
+        for table in (schema.cierres_locales, schema.facturas_trns, schema.locales_auditados):
+            if conn.execute(sa.select(sa.literal(1)).select_from(table)
+                            .where(table.c.local == local).limit(1)).first():
+                return True
+    return False
+
+
+def require_local(engine: Engine, local: str) -> None:
+    if not local_exists(engine, local):
+        raise NotFound(f"El local {local} no existe (no tiene cierres ni facturas cargadas)")
+
+
+def is_audited(engine: Engine, local: str, fecha: dt.date) -> bool:
+    t = schema.locales_auditados
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.c.id).where(t.c.local == local, t.c.fecha == fecha)
+                            ).first() is not None
+
+
+def check_auditable(engine: Engine, local: str, fecha: dt.date) -> None:
+    """The seed's three validations, in its order; raises AuditRefused with the reason."""
+    require_local(engine, local)
+    day = fecha.isoformat()
+    with engine.connect() as conn:
+        closed = conn.execute(sa.select(schema.cierres_locales.c.local).where(
+            schema.cierres_locales.c.local == local, schema.cierres_locales.c.fecha == fecha)).first()
+        if closed is None:
+            raise AuditRefused(f"El local {local} no está cerrado para {day}: "
+                               "no se puede marcar como auditado")
+        t = schema.locales_auditados
+        if conn.execute(sa.select(t.c.id).where(t.c.local == local, t.c.fecha == fecha)).first():
+            raise AuditRefused(f"El local {local} ya está auditado para {day}")
+        a = schema.anticipos
+        pending = conn.execute(sa.select(sa.func.count()).select_from(a).where(
+            a.c.local == local, a.c.fecha == fecha, a.c.estado == "pendiente")).scalar()
+        if pending:
+            raise AuditRefused(f"El local {local} tiene {pending} anticipo(s) pendiente(s) para "
+                               f"{day}: no se puede marcar como auditado")
+
+
+def insert_audit(engine: Engine, local: str, fecha: dt.date, user: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(schema.locales_auditados).values(
+                local=local, fecha=fecha, auditor=user, auditado_en=schema.utcnow()))
+    except IntegrityError:
+        # Someone else marked it between the check and the insert.
+        raise AuditRefused(f"El local {local} ya está auditado para {fecha.isoformat()}") from None
+
+
+def mark_audited(engine: Engine, settings: Settings, local: str, fecha: dt.date, user: str, *,
+                 client=None, progress=None, policy=None, today=None, on_start=None) -> dict:
+    """Validate, commit the audit, then sync; returns the seed's response dict.
+
+    A refusal returns {"success": False, "msg": ...} and writes nothing.
+    """
+    try:
+        check_auditable(engine, local, fecha)
+        insert_audit(engine, local, fecha, user)
+    except SyncError as exc:
+        return {"success": False, "msg": exc.message}
+    head = messages.audited(local, fecha)
+    logger.info("%s por %s", head, user)
+    try:
+        # The seed's guard: an installation without the Oppen module still audits.
+        importlib.import_module(".exporter", __package__)
+    except ImportError:
+        logger.exception("Módulo de sincronización con Oppen no disponible")
+        return {"success": True, "msg": f"{head} (sincronización con Oppen no disponible)"}
+    try:
+        summary = sync_facturas_to_oppen(engine, settings, local, fecha, client=client, user=user,
+                                         progress=progress, policy=policy, today=today,
+                                         on_start=on_start)
+    except RunInProgress as exc:
+        return {"success": True, "msg": f"{head}\n⚠️ {exc.message}", "oppen_error": exc.message}
+    except (OppenError, SyncError) as exc:
+        logger.error("❌ Error sincronizando con Oppen: %s", exc.message)
+        return {"success": True, "msg": f"{head}\n⚠️ Error sincronizando con Oppen: {exc.message}",
+                "oppen_error": exc.message}
+    except Exception:
+        # The audit is committed whatever broke (the database, a bug): say so, and
+        # say that what was not sent can be resent.
+        logger.exception("❌ Error inesperado sincronizando %s %s", local, fecha)
+        message = ("Error inesperado durante la sincronización (detalle en el log); las "
+                   "facturas que no llegaron a Oppen se pueden reenviar")
+        return {"success": True, "msg": f"{head}\n⚠️ Error sincronizando con Oppen: {message}",
+                "oppen_error": message}
+    response = {"success": True, "msg": messages.sync(head, summary),
+                "oppen_sync": messages.public_summary(summary)}
+    return response
 
 def parse_fecha(value) -> dt.date:
     """A day typed by a person (AAAA-MM-DD), or a SyncError saying what is wrong."""
@@ -65,8 +164,8 @@ def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha
     failed authentication (every invoice then stays pending with that reason).
     """
     try:
-        with db.reading(engine) as conn:
-            facturas = store.read_facturas(conn, local, fecha)
+        with schema.reading(engine) as conn:
+            facturas = binder.read_facturas(conn, local, fecha)
     except sa.exc.SQLAlchemyError as exc:
         logger.error("❌ Error obteniendo facturas de BD: %s", type(exc).__name__)
         raise SyncError("Error obteniendo las facturas de la base de datos (detalle en el log)") from None
@@ -85,7 +184,7 @@ def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
                fecha: dt.date | None = None) -> list[tuple[str, dt.date]]:
     """The audited local/days with something not in Oppen: unsent, or never registered
     (audited while Oppen was unreachable, or before this target was configured)."""
-    t, a, f = oppen_invoices, db.locales_auditados, db.facturas_trns
+    t, a, f = oppen_invoices, schema.locales_auditados, schema.facturas_trns
     audited_filter = []
     if local:
         audited_filter.append(a.c.local == local)
@@ -103,7 +202,7 @@ def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
                                  .outerjoin(t, sa.and_(t.c.target == settings.target,
                                                        t.c.factura_id == f.c.id)))
                     .where(t.c.id.is_(None), *audited_filter))
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         days = {(r.local, r.fecha) for r in conn.execute(unsent)}
         days |= {(r.local, r.fecha) for r in conn.execute(unregistered)}
     return sorted(days)
@@ -125,8 +224,8 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
             raise SyncError("Número de factura inválido: debe ser un id de facturas_trns")
         if not ids:
             raise SyncError("No se eligió ninguna factura para reenviar")
-        with db.reading(engine) as conn:
-            rows = store.read_facturas_by_id(conn, ids)
+        with schema.reading(engine) as conn:
+            rows = binder.read_facturas_by_id(conn, ids)
         missing = set(ids) - {r["id"] for r in rows}
         if missing:
             raise NotFound("No existe la factura " + ", ".join(str(i) for i in sorted(missing)))
@@ -153,9 +252,9 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
             days = resendable(engine, settings, local=local, fecha=fecha)
         only = None
         groups = {}
-        with db.reading(engine) as conn:
+        with schema.reading(engine) as conn:
             for day_local, day in days:
-                groups[(day_local, day)] = store.read_facturas(conn, day_local, day)
+                groups[(day_local, day)] = binder.read_facturas(conn, day_local, day)
     if not groups:
         return {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": True,
                 "message": "No hay facturas para reenviar"}
@@ -175,12 +274,12 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
             today: dt.date | None = None) -> dict:
     """The exact payloads a sync would send now; nothing is written or sent."""
     today = today or local_today()
-    with db.reading(engine) as conn:
-        facturas = store.read_facturas(conn, local, fecha)
+    with schema.reading(engine) as conn:
+        facturas = binder.read_facturas(conn, local, fecha)
         t = oppen_invoices
         known = {}
         ids = [f["id"] for f in facturas]
-        for part in store.chunks(ids):
+        for part in schema.chunks(ids):
             for r in conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr)
                                   .where(t.c.target == settings.target,
                                          t.c.factura_id.in_(part))):
@@ -188,7 +287,7 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
     items, total_valid, count_valid = [], 0, 0
     for factura in facturas:
         state_row = known.get(factura["id"])
-        mapped = store.map_factura(factura, settings.mapping, today,
+        mapped = binder.map_factura(factura, settings.mapping, today,
                                    state_row.id if state_row else None)
         entry = {"factura_id": factura["id"], "tipo": factura["tipo"],
                  "punto_venta": factura["punto_venta"], "nro_factura": factura["nro_factura"],
@@ -234,13 +333,13 @@ def status(engine: Engine, settings: Settings, local: str | None = None,
     query = query.order_by(t.c.fecha, t.c.local, t.c.reference, t.c.id)
     if limit:
         query = query.limit(limit)
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         rows = [_status_row(r._mapping) for r in conn.execute(query)]
         if local and fecha and not states:
             seen = {r["factura_id"] for r in rows}
-            for f in store.read_facturas(conn, local, fecha):
+            for f in binder.read_facturas(conn, local, fecha):
                 if f["id"] not in seen:
-                    ref = store.map_factura(f, settings.mapping, local_today(), None).reference
+                    ref = binder.map_factura(f, settings.mapping, local_today(), None).reference
                     rows.append({"factura_id": f["id"], "local": f["local"],
                                  "fecha": fecha.isoformat(), "tipo": f["tipo"],
                                  "referencia": ref,
@@ -263,9 +362,9 @@ def _status_row(r: Mapping) -> dict:
 def day_accounting(engine: Engine, settings: Settings, local: str, fecha: dt.date) -> dict:
     """sent + failed + invalid + pending + conflict = total, for one local/day."""
     t = oppen_invoices
-    start, end = db.day_bounds(fecha)
-    f = db.facturas_trns
-    with db.reading(engine) as conn:
+    start, end = schema.day_bounds(fecha)
+    f = schema.facturas_trns
+    with schema.reading(engine) as conn:
         counts = {s: 0 for s in (SENT, FAILED, INVALID, PENDING, CONFLICT)}
         for r in conn.execute(sa.select(t.c.state, sa.func.count()).where(
                 t.c.target == settings.target, t.c.local == local, t.c.fecha == fecha)
@@ -283,7 +382,7 @@ def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
                        client: OppenClient | None = None, today: dt.date | None = None) -> dict:
     """For a duplicate: what Oppen holds under this number, next to what we would send."""
     row, factura = _state_and_factura(engine, state_id)
-    mapped = store.map_factura(factura, settings.mapping, today or local_today(), row["id"])
+    mapped = binder.map_factura(factura, settings.mapping, today or local_today(), row["id"])
     if not isinstance(mapped, Mapped):
         raise SyncError(f"La factura {row['reference']} tiene datos inválidos: {mapped.reason}")
     client, owned = _client_or_default(settings, client)
@@ -311,7 +410,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
     comparison = compare_with_oppen(engine, settings, state_id, client=client, today=today)
     number = comparison["payload"]["OfficialSerNr"]
     t = oppen_invoices
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         twin = conn.execute(sa.select(t.c.factura_id).where(
             t.c.target == settings.target, t.c.official_sernr == number, t.c.state == SENT,
             t.c.id != state_id).limit(1)).scalar()
@@ -328,7 +427,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
     if comparison["differences"]:
         return {"linked": False, **comparison}
     t = oppen_invoices
-    now = db.utcnow()
+    now = schema.utcnow()
     with engine.begin() as conn:
         changed = conn.execute(sa.update(t).where(
             t.c.id == state_id, t.c.state.in_((FAILED, CONFLICT, PENDING))).values(
@@ -338,13 +437,13 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
             updated_at=now, sent_at=now)).rowcount
         if not changed:
             raise SyncError("La factura ya no está fallida (otra persona la resolvió)")
-        run_id = conn.execute(sa.insert(db.oppen_runs).values(
+        run_id = conn.execute(sa.insert(schema.oppen_runs).values(
             target=settings.target, kind="link", username=user, reason=reason.strip(),
-            owner=store.new_owner(), state=db.DONE, started_at=now, finished_at=now, total=1,
+            owner=schema.new_owner(), state=schema.DONE, started_at=now, finished_at=now, total=1,
             processed=1, exitosas=1, fallidas=0,
             message=f"{comparison['reference']} vinculada a SerNr {remote.get('SerNr')}")
         ).inserted_primary_key[0]
-        conn.execute(sa.insert(db.oppen_attempts).values(
+        conn.execute(sa.insert(schema.oppen_attempts).values(
             invoice_id=state_id, run_id=run_id, kind="link", at=now, duration_ms=0,
             http_status=200, outcome="linked", error=None,
             response_body=json.dumps(remote, ensure_ascii=False, default=str)[:4000]))
@@ -352,18 +451,18 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
 
 
 def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]:
-    with db.reading(engine) as conn:
+    with schema.reading(engine) as conn:
         row = conn.execute(sa.select(oppen_invoices).where(oppen_invoices.c.id == state_id)).first()
         if row is None:
             raise NotFound(f"No existe la factura {state_id} en el registro de envíos")
-        facturas = store.read_facturas_by_id(conn, [row.factura_id])
+        facturas = binder.read_facturas_by_id(conn, [row.factura_id])
     if not facturas:
         raise NotFound(f"La factura {row.factura_id} ya no existe en facturas_trns")
     return row._mapping, facturas[0]
 
 
 def attempts_of(engine: Engine, state_id: int) -> list[dict]:
-    a = db.oppen_attempts
-    with db.reading(engine) as conn:
+    a = schema.oppen_attempts
+    with schema.reading(engine) as conn:
         return [dict(r._mapping) for r in conn.execute(
             sa.select(a).where(a.c.invoice_id == state_id).order_by(a.c.id))]

@@ -23,8 +23,10 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from sync import auth, db, demo, jobs, queries, runtime
-from sync.config import DEFAULT_DATABASE_URL, Settings, User, load_settings
+from sync import auth, background, demo, wiring
+
+from sync.state import read_models, schema
+from sync.settings import DEFAULT_DATABASE_URL, Settings, User, load_settings
 from sync.errors import ConfigError, SyncError
 
 logger = logging.getLogger("console")
@@ -63,14 +65,14 @@ def demo_wanted(settings: Settings) -> bool:
 
 @st.cache_resource(show_spinner="Preparando la base de datos…")
 def _engine(database_url: str, demo_data: bool, _settings: Settings) -> sa.engine.Engine:
-    engine = runtime.open_engine(_settings)
-    db.init_db(engine, source_tables=True if demo_data else None)
-    missing = db.check_schema(engine)
+    engine = wiring.open_engine(_settings)
+    schema.init_db(engine, source_tables=True if demo_data else None)
+    missing = schema.check_schema(engine)
     if missing:
         raise ConfigError(f"Faltan tablas en la base ({', '.join(missing)}): revisá DATABASE_URL "
                           "o ejecutá python -m sync init-db")
     if demo_data and demo.is_empty(engine):
-        result = demo.load_demo(engine, today=queries.local_today())
+        result = demo.load_demo(engine, today=read_models.local_today())
         logger.info("Datos de demostración cargados: %s", result)
     return engine
 
@@ -89,7 +91,7 @@ def engine(settings: Settings) -> sa.engine.Engine:
 
 @st.cache_resource(show_spinner=False)
 def _client(key: str, _settings: Settings):
-    return runtime.open_client(_settings)
+    return wiring.open_client(_settings)
 
 
 def client(settings: Settings):
@@ -195,7 +197,7 @@ def md(text: str | None) -> str:
 
 def show_response(response: Mapping, level: str | None = None, label: str = "") -> None:
     """A run's answer as the seed words it, in the colour of its case (under `label`)."""
-    level = level or jobs.message_level(response)
+    level = level or background.message_level(response)
     body = (f"**{md(label)}**  \n" if label else "") + md(response.get("msg"))
     {"success": st.success, "warning": st.warning, "info": st.info, "error": st.error}[level](body)
     summary = response.get("oppen_sync") or {}
@@ -260,7 +262,7 @@ def money(value) -> float | None:
 
 def local_dt(value: dt.datetime | None) -> dt.datetime | None:
     """For a DatetimeColumn: the Argentina wall-clock time, naive."""
-    local = queries.to_local(value)
+    local = read_models.to_local(value)
     return local.replace(tzinfo=None) if local else None
 
 
@@ -293,7 +295,7 @@ def datetime_column(title: str):
 
 # --- runs in progress ---------------------------------------------------------------------------
 
-def track(page: str, started: jobs.Started, label: str = "") -> None:
+def track(page: str, started: background.Started, label: str = "") -> None:
     """Remember a run this session started, to show its progress and then its answer
     (under `label`, when the answer does not say what it is about)."""
     if started.finished:
@@ -324,12 +326,12 @@ def run_label(kind: str, local: str | None = None, fecha: dt.date | None = None,
     if kind != "resend":
         return ""
     if local and fecha:
-        return f"Reenvío de {local} · {queries.fmt_date(fecha)}"
+        return f"Reenvío de {local} · {read_models.fmt_date(fecha)}"
     return f"Reenvío de {count} factura(s)" if count else "Reenvío de facturas elegidas"
 
 
 def progress_text(p: Mapping) -> str:
-    where = (f"{p['local']} {queries.fmt_date(p['fecha'])}" if p.get("local")
+    where = (f"{p['local']} {read_models.fmt_date(p['fecha'])}" if p.get("local")
              else "facturas elegidas")
     what = "Reenvío" if p.get("kind") == "resend" else "Sincronización"
     if not p["total"]:
@@ -343,8 +345,8 @@ def _progress(engine: sa.engine.Engine, settings: Settings, run_ids: tuple[int, 
     finished = False
     for run_id in run_ids:
         try:
-            p = jobs.progress_of(engine, run_id)
-            done = p is None or jobs.result_of(engine, settings, run_id) is not None
+            p = background.progress_of(engine, run_id)
+            done = p is None or background.result_of(engine, settings, run_id) is not None
         except sa.exc.SQLAlchemyError:
             # A hiccup of the database: the next tick tries again.
             logger.warning("No se pudo leer el avance de la sincronización %s", run_id)
@@ -367,7 +369,7 @@ def live_section(engine: sa.engine.Engine, settings: Settings, page: str, *,
     mine = _runs(page)
     ended = 0
     for run_id, label in list(mine.items()):
-        response = jobs.result_of(engine, settings, run_id)
+        response = background.result_of(engine, settings, run_id)
         if response is not None:
             del mine[run_id]
             ended += 1
@@ -379,7 +381,7 @@ def live_section(engine: sa.engine.Engine, settings: Settings, page: str, *,
     if results and st.button("Ocultar mensajes", key=f"clear_{page}"):
         results.clear()
         st.rerun()
-    for run in queries.live_runs(engine, settings, kind=kind, fecha=fecha):
+    for run in read_models.live_runs(engine, settings, kind=kind, fecha=fecha):
         # Watched from now on: when it ends, its answer shows here too (e.g. after a reload).
         mine.setdefault(run["id"], run_label(run["kind"], run["local"], run["fecha"]))
     run_ids = tuple(mine)

@@ -15,14 +15,16 @@ from hypothesis import HealthCheck, settings as hsettings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, \
     run_state_machine_as_test
 
-from sync import db, service
-from sync.client import OppenClient
-from sync.config import Settings, validate
+from sync import actions
+
+from sync.state import schema
+from sync.oppen.client import OppenClient
+from sync.settings import Settings, validate
 from sync.errors import RunInProgress
 from sync.exporter import Policy
 from sync.sandbox import Faults, OppenSandbox
 
-from conftest import BACKENDS, MYSQL_URL, _drop_mysql_database, _mysql_database
+from helpers import BACKENDS, MYSQL_URL, drop_mysql_database, mysql_database
 from faults import (check_accounting, check_exactly_once, check_log, cli_env, kill_after_posts,
                     resend_until_done, seed_days, start_cli)
 
@@ -42,11 +44,11 @@ def machine_for(backend: str):
                 self.mysql = None
             else:
                 name = f"sync_prop_{uuid.uuid4().hex[:10]}"
-                parsed, base = _mysql_database(name)
+                parsed, base = mysql_database(name)
                 url = parsed.render_as_string(hide_password=False)
                 self.mysql = (base, name)
-            self.engine = db.make_engine(url)
-            db.init_db(self.engine, source_tables=True)
+            self.engine = schema.make_engine(url)
+            schema.init_db(self.engine, source_tables=True)
             seed_days(self.engine, ["NORTE", "SUR"], days=1, per_day=INVOICES // 2)
             self.settings = validate(Settings(
                 database_url=url, base_url=self.sandbox.url, username="API",
@@ -65,7 +67,7 @@ def machine_for(backend: str):
         @rule(concurrency=st.integers(1, 4))
         def run_in_process(self, concurrency):
             try:
-                service.resend(self.engine, self.settings.replace(concurrency=concurrency),
+                actions.resend(self.engine, self.settings.replace(concurrency=concurrency),
                                user="prop", client=self.client, policy=self.policy)
             except RunInProgress:
                 pass  # a killed run's lease has not expired yet
@@ -84,7 +86,7 @@ def machine_for(backend: str):
             stored = {i["OfficialSerNr"]: i["SerNr"] for i in self.sandbox.invoices()}
             assert len(stored) == len(self.sandbox.invoices())
             for number, state, sernr in _rows(self.engine, self.settings.target):
-                if state == db.SENT:
+                if state == schema.SENT:
                     assert stored.get(number) == sernr
 
         def teardown(self):
@@ -103,7 +105,7 @@ def machine_for(backend: str):
                 self.sandbox.stop()
                 self.engine.dispose()
                 if self.mysql:
-                    _drop_mysql_database(*self.mysql)
+                    drop_mysql_database(*self.mysql)
                 else:
                     self.tmp.cleanup()
 
@@ -112,7 +114,7 @@ def machine_for(backend: str):
 
 def _rows(engine, target):
     import sqlalchemy as sa
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     with engine.connect() as conn:
         return conn.execute(sa.select(t.c.official_sernr, t.c.state, t.c.sernr)
                             .where(t.c.target == target)).all()

@@ -9,63 +9,34 @@ must look the invoice up in Oppen before posting it again.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
-from decimal import Decimal, InvalidOperation
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from . import db
-from .db import (CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_attempts,
-                 oppen_invoices, oppen_run_locks, oppen_runs)
-from .errors import RunInProgress
-from .mapping import Invalid, Mapped, MappingProfile, as_date, map_invoice
-
-CHUNK = 500
-MAX_TEXT = 20000
-
-
-def db_now(conn: Connection) -> dt.datetime:
-    """The database's clock, for leases: two hosts on one MySQL must agree on when a
-    claim expires even if their own clocks drift apart."""
-    if conn.dialect.name in ("mysql", "mariadb"):
-        return conn.execute(sa.text("SELECT UTC_TIMESTAMP()")).scalar()
-    return db.utcnow()  # SQLite lives on this host: its clock is ours
-
-
-def new_owner() -> str:
-    return uuid.uuid4().hex
-
-
-def chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
-def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[:limit] + "…"
+from ..mapping import Invalid, Mapped, MappingProfile, as_date, map_invoice
+from . import schema
+from .schema import (CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, chunks, clip, db_now,
+                     oppen_attempts, oppen_invoices, oppen_runs)
 
 
 # --- reading the host's invoices -----------------------------------------------------
 
-FACTURA_COLUMNS = (db.facturas_trns.c.id, db.facturas_trns.c.local, db.facturas_trns.c.fecha,
-                   db.facturas_trns.c.tipo, db.facturas_trns.c.punto_venta,
-                   db.facturas_trns.c.nro_factura, db.facturas_trns.c.monto,
-                   db.facturas_trns.c.estado)
-_ORDER = (db.facturas_trns.c.tipo, db.facturas_trns.c.punto_venta,
-          db.facturas_trns.c.nro_factura, db.facturas_trns.c.id)
+FACTURA_COLUMNS = (schema.facturas_trns.c.id, schema.facturas_trns.c.local, schema.facturas_trns.c.fecha,
+                   schema.facturas_trns.c.tipo, schema.facturas_trns.c.punto_venta,
+                   schema.facturas_trns.c.nro_factura, schema.facturas_trns.c.monto,
+                   schema.facturas_trns.c.estado)
+_ORDER = (schema.facturas_trns.c.tipo, schema.facturas_trns.c.punto_venta,
+          schema.facturas_trns.c.nro_factura, schema.facturas_trns.c.id)
 
 
 def read_facturas(conn: Connection, local: str, fecha: dt.date) -> list[Mapping]:
     """The `estado = 'ok'` invoices of one local and calendar day, in one query."""
-    start, end = db.day_bounds(fecha)
-    f = db.facturas_trns
+    start, end = schema.day_bounds(fecha)
+    f = schema.facturas_trns
     query = (sa.select(*FACTURA_COLUMNS)
              .where(f.c.local == local, f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
              .order_by(*_ORDER))
@@ -73,7 +44,7 @@ def read_facturas(conn: Connection, local: str, fecha: dt.date) -> list[Mapping]
 
 
 def read_facturas_by_id(conn: Connection, ids: Sequence[int]) -> list[Mapping]:
-    f = db.facturas_trns
+    f = schema.facturas_trns
     rows = []
     for part in chunks(list(ids)):
         rows.extend(r._mapping for r in conn.execute(
@@ -118,7 +89,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
     pending, and one that became unmappable goes to invalid; sent and conflict rows
     are never touched.
     """
-    now = db.utcnow()
+    now = schema.utcnow()
     t = oppen_invoices
     by_factura = {f["id"]: f for f in facturas}
     ids = list(by_factura)
@@ -255,20 +226,6 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     return claimed
 
 
-def renew(engine: Engine, owner: str, lease: float) -> int:
-    """The run's heartbeat: extend its locks and claims. Returns how many locks it still
-    holds (0: another run took them over, so this one must stop sending)."""
-    t, L = oppen_invoices, oppen_run_locks
-    with engine.begin() as conn:
-        until = db_now(conn) + dt.timedelta(seconds=lease)
-        held = conn.execute(sa.update(L).where(L.c.owner == owner)
-                            .values(lease_until=until)).rowcount
-        if held:
-            conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
-                         .values(claim_until=until))
-    return held
-
-
 def release_claims(conn: Connection, owner: str, reason: str) -> int:
     """Hand back claims a run ends without an outcome for (it was interrupted).
 
@@ -279,7 +236,7 @@ def release_claims(conn: Connection, owner: str, reason: str) -> int:
     return conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
                         .values(state=PENDING, needs_lookup=True, claim_owner=None,
                                 claim_until=None, last_error=reason,
-                                updated_at=db.utcnow())).rowcount
+                                updated_at=schema.utcnow())).rowcount
 
 
 @dataclass
@@ -313,7 +270,7 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
            progress: Mapping | None = None) -> None:
     """Write a batch of outcomes, their attempts and the run's progress in one transaction."""
     t = oppen_invoices
-    now = db.utcnow()
+    now = schema.utcnow()
     with engine.begin() as conn:
         if outcomes:
             conn.execute(
@@ -347,101 +304,10 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                          .values(heartbeat_at=now, **progress))
 
 
-# --- runs and their locks ------------------------------------------------------------
-
-def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[str, dt.date]],
-              username: str | None, reason: str | None, lease: float, owner: str,
-              local: str | None = None, fecha: dt.date | None = None) -> int:
-    """Create the run and take the lock of every local/day it touches, or refuse.
-
-    Raises RunInProgress naming the local/day that another live run holds.
-    """
-    L = oppen_run_locks
-    with engine.begin() as conn:
-        now = db_now(conn)
-        until = now + dt.timedelta(seconds=lease)
-        run_id = conn.execute(sa.insert(oppen_runs).values(
-            target=target, kind=kind, local=local, fecha=fecha, username=username,
-            reason=reason, owner=owner, state=db.RUNNING, started_at=now, heartbeat_at=now,
-            total=0, processed=0, exitosas=0, fallidas=0)).inserted_primary_key[0]
-    taken: list[tuple[str, dt.date]] = []
-    try:
-        for day_local, day in sorted(set(days)):
-            if not _take_lock(engine, target, day_local, day, run_id, owner, lease):
-                raise RunInProgress(f"Ya hay una sincronización en curso para {day_local} "
-                                    f"{day.isoformat()}; esperá a que termine.")
-            taken.append((day_local, day))
-    except BaseException:
-        with engine.begin() as conn:
-            conn.execute(sa.delete(L).where(L.c.owner == owner))
-            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
-                state=db.ERROR, finished_at=db.utcnow(),
-                message="No se inició: ya había otra sincronización en curso"))
-        raise
-    return run_id
-
-
-def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: int,
-               owner: str, lease: float) -> bool:
-    L = oppen_run_locks
-    try:
-        with engine.begin() as conn:
-            until = db_now(conn) + dt.timedelta(seconds=lease)
-            conn.execute(sa.insert(L).values(target=target, local=local, fecha=fecha,
-                                             run_id=run_id, owner=owner, lease_until=until))
-        return True
-    except IntegrityError:
-        pass
-    with engine.begin() as conn:
-        now = db_now(conn)
-        until = now + dt.timedelta(seconds=lease)
-        row = conn.execute(sa.select(L.c.run_id, L.c.owner).where(
-            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
-            L.c.lease_until < now)).first()
-        if row is None:
-            return False
-        dead_owner = row.owner
-        taken = conn.execute(sa.update(L).where(
-            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
-            L.c.lease_until < now).values(run_id=run_id, owner=owner, lease_until=until)).rowcount
-        if taken:
-            # Its owner is gone: let its in-flight claims be taken over (and looked up).
-            t = oppen_invoices
-            conn.execute(sa.update(t).where(t.c.claim_owner == dead_owner, t.c.state == SENDING)
-                         .values(claim_until=now - dt.timedelta(seconds=1)))
-            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == row.run_id,
-                                                     oppen_runs.c.state == db.RUNNING)
-                         .values(state=db.INTERRUPTED, finished_at=now,
-                                 message="Interrumpida: el proceso dejó de responder"))
-        return bool(taken)
-
-
-def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: Mapping,
-               message: str) -> None:
-    L = oppen_run_locks
-    with engine.begin() as conn:
-        release_claims(conn, owner, "No se envió: la sincronización se interrumpió; se verificará en Oppen antes de reenviar")
-        conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
-            state=state, finished_at=db.utcnow(), total=summary.get("total", 0),
-            processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),
-            fallidas=summary.get("fallidas", 0), current_ref=None, message=message,
-            result_json=json.dumps(_short_result(summary), ensure_ascii=False, default=str)))
-        conn.execute(sa.delete(L).where(L.c.owner == owner))
-
-
-def _short_result(summary: Mapping) -> dict:
-    result = dict(summary)
-    errors = list(result.get("errores") or [])
-    if len(errors) > 200:
-        result["errores"] = errors[:200]
-        result["errores_omitidos"] = len(errors) - 200
-    return result
-
-
 def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str) -> None:
     """Record why a set of unsent invoices was not attempted (e.g. authentication failed)."""
     t = oppen_invoices
     with engine.begin() as conn:
         for part in chunks(list(state_ids)):
             conn.execute(sa.update(t).where(t.c.id.in_(part), t.c.state.in_(CLAIMABLE))
-                         .values(last_error=reason, updated_at=db.utcnow()))
+                         .values(last_error=reason, updated_at=schema.utcnow()))

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from sync.config import Settings
+from sync.settings import Settings
 from sync.notify import failure_text, notify_failures
 
 ERRORES = [{"factura": f"A 0005-{n:08d}", "error": f"Error HTTP 400: malo {n}"}

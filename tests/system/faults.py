@@ -15,9 +15,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from sync import db
+from sync.state import schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AMBIGUOUS = {"fault_5xx", "fault_502_html", "timeout_after_store", "dropped"}
 
 
@@ -76,10 +76,10 @@ def resend_until_done(env, engine, target, rounds: int = 40) -> int:
 
 
 def unsent(engine, target):
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     with engine.connect() as conn:
         return conn.execute(sa.select(t.c.reference, t.c.state, t.c.last_error).where(
-            t.c.target == target, t.c.state.notin_((db.SENT, db.INVALID)))).all()
+            t.c.target == target, t.c.state.notin_((schema.SENT, schema.INVALID)))).all()
 
 
 def seed_days(engine, locals_, days, per_day, start=dt.date(2025, 3, 1), audited=True):
@@ -96,10 +96,10 @@ def seed_days(engine, locals_, days, per_day, start=dt.date(2025, 3, 1), audited
                              "nro_factura": str(d * 10000 + n + 1),
                              "monto": Decimal(100 + n) / 4, "estado": "ok"})
     with engine.begin() as conn:
-        conn.execute(sa.insert(db.facturas_trns), rows)
-        conn.execute(sa.insert(db.cierres_locales), closes)
+        conn.execute(sa.insert(schema.facturas_trns), rows)
+        conn.execute(sa.insert(schema.cierres_locales), closes)
         if audits:
-            conn.execute(sa.insert(db.locales_auditados), audits)
+            conn.execute(sa.insert(schema.locales_auditados), audits)
     return len(rows)
 
 
@@ -125,11 +125,11 @@ def check_exactly_once(engine, target, sandbox, expected: int) -> None:
     counts = Counter(inv["OfficialSerNr"] for inv in stored)
     assert [n for n, c in counts.items() if c > 1] == []
     by_number = {inv["OfficialSerNr"]: inv for inv in stored}
-    t = db.oppen_invoices
+    t = schema.oppen_invoices
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.official_sernr, t.c.state, t.c.sernr)
                             .where(t.c.target == target)).all()
-    sent = {r.official_sernr: r.sernr for r in rows if r.state == db.SENT}
+    sent = {r.official_sernr: r.sernr for r in rows if r.state == schema.SENT}
     assert len(sent) == expected
     # The database agrees with Oppen for every invoice: state and SerNr.
     assert set(sent) == set(by_number)
@@ -140,12 +140,12 @@ def check_exactly_once(engine, target, sandbox, expected: int) -> None:
 def check_accounting(engine, target) -> None:
     """sent + failed + invalid + pending + conflict = every ok row of every registered day;
     every row not sent says why."""
-    t, f = db.oppen_invoices, db.facturas_trns
+    t, f = schema.oppen_invoices, schema.facturas_trns
     with engine.connect() as conn:
         days = conn.execute(sa.select(t.c.local, t.c.fecha).distinct()
                             .where(t.c.target == target)).all()
         for local, fecha in days:
-            start, end = db.day_bounds(fecha)
+            start, end = schema.day_bounds(fecha)
             total = conn.execute(sa.select(sa.func.count()).select_from(f).where(
                 f.c.local == local, f.c.fecha >= start, f.c.fecha < end,
                 f.c.estado == "ok")).scalar()
@@ -153,8 +153,8 @@ def check_accounting(engine, target) -> None:
                 t.c.target == target, t.c.local == local, t.c.fecha == fecha)
                 .group_by(t.c.state)).all())
             assert sum(by_state.values()) == total, (local, fecha, by_state, total)
-            assert set(by_state) <= set(db.STATES)
+            assert set(by_state) <= set(schema.STATES)
         unexplained = conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            t.c.target == target, t.c.state.in_((db.FAILED, db.INVALID, db.CONFLICT)),
+            t.c.target == target, t.c.state.in_((schema.FAILED, schema.INVALID, schema.CONFLICT)),
             t.c.last_error.is_(None))).scalar()
         assert unexplained == 0

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine, make_url
 
-from . import db
-from .client import OppenClient
-from .config import PROJECT_DIR, Settings
+from .state import schema
+from .oppen.client import OppenClient
+from .settings import PROJECT_DIR, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _sandbox_password: str | None = None
 
 
 def open_engine(settings: Settings, **kwargs) -> Engine:
-    return db.make_engine(settings.database_url, **kwargs)
+    return schema.make_engine(settings.database_url, **kwargs)
 
 
 def sandbox_store(settings: Settings) -> Path:
@@ -49,7 +49,7 @@ def embedded_sandbox(settings: Settings):
             from .sandbox import OppenSandbox
             _sandbox_password = settings.password or secrets.token_urlsafe(16)
             store = sandbox_store(settings)
-            store.parent.mkdir(parents=True, exist_ok=True)
+            binder.parent.mkdir(parents=True, exist_ok=True)
             _sandbox = OppenSandbox(api=settings.api, username=settings.username or "API",
                                     password=_sandbox_password, store_path=str(store)).start()
             logger.info("Sandbox de Oppen iniciado en %s", _sandbox.url)

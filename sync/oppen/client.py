@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
+from ..errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 
 logger = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ import sys
 
 import sqlalchemy as sa
 
-from sync import db
-from sync.audit import mark_audited
+from sync.state import schema
+from sync.actions import mark_audited
 
-from conftest import DAY, TODAY, add_advance, add_factura, close_day, states
+from helpers import DAY, TODAY, add_advance, add_factura, close_day, states
 
 HEAD = "Local {} marcado como auditado para 2025-01-05"
 
@@ -107,11 +107,11 @@ def test_auth_error_keeps_the_audit(engine, settings, client, policy, sandbox):
         "oppen_error": "Error de autenticación: HTTP 401 - Unauthorized",
     }
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.locales_auditados)).scalar() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.locales_auditados)).scalar() == 1
     # Nothing was sent; the invoice waits, pending, with the reason.
     assert sandbox.invoices() == []
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.oppen_invoices)).one()
+        row = conn.execute(sa.select(schema.oppen_invoices)).one()
     assert row.state == "pending"
     assert "Error de autenticación" in row.last_error
 
@@ -137,7 +137,7 @@ def test_connection_error_keeps_the_audit(engine, settings, client, policy, sand
 def test_oppen_unreachable(engine, settings, policy):
     close_day(engine, "MATRIZ")
     add_factura(engine, "MATRIZ", "A", "5", "1691", 15000)
-    from sync.client import OppenClient
+    from sync.oppen.client import OppenClient
     # A port nobody listens on: the connection is refused.
     dead = OppenClient(base_url="http://127.0.0.1:9", api="ApiNg", username="API",
                        password="x", timeout=1)
@@ -149,7 +149,7 @@ def test_oppen_unreachable(engine, settings, policy):
 def test_module_unavailable(engine, settings, client, policy, monkeypatch):
     close_day(engine, "MATRIZ")
     add_factura(engine, "MATRIZ", "A", "5", "1691", 15000)
-    monkeypatch.setitem(sys.modules, "sync.service", None)  # import fails
+    monkeypatch.setitem(sys.modules, "sync.exporter", None)  # import fails
     result = audit(engine, settings, "MATRIZ", client, policy)
     assert result == {"success": True,
                       "msg": HEAD.format("MATRIZ") + " (sincronización con Oppen no disponible)"}
@@ -178,6 +178,6 @@ def test_refusals_write_nothing(engine, settings, client, policy, sandbox):
         "success": False, "msg": "El local MATRIZ ya está auditado para 2025-01-05"}
 
     with engine.connect() as conn:
-        audited = conn.execute(sa.select(db.locales_auditados.c.local)).scalars().all()
+        audited = conn.execute(sa.select(schema.locales_auditados.c.local)).scalars().all()
     assert audited == ["MATRIZ"]
     assert sandbox.invoices() == []

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import event
 
-from sync import queries, store
-from sync.audit import mark_audited
-from sync.client import OppenClient
+from sync.state import binder, read_models, runs, schema
+from sync.actions import mark_audited
+from sync.oppen.client import OppenClient
 
-from conftest import DAY, TODAY, add_advance, add_factura, close_day
+from helpers import DAY, TODAY, add_advance, add_factura, close_day
 
 DAY2 = DAY + dt.timedelta(days=1)
 
@@ -54,7 +54,7 @@ def synced(engine, settings, client, policy, sandbox):
 
 
 def test_day_table(synced, settings):
-    rows = {r["local"]: r for r in queries.day_table(synced, settings, DAY)}
+    rows = {r["local"]: r for r in read_models.day_table(synced, settings, DAY)}
     assert list(rows) == ["BELGRANO", "CABALLITO", "MATRIZ", "PALERMO", "RECOLETA", "SUR"]
     m = rows["MATRIZ"]
     assert (m["cerrado"], m["auditado"], m["auditor"], m["anticipos_pendientes"]) == (
@@ -76,7 +76,7 @@ def test_day_table(synced, settings):
         False, 1, 1, "Anticipos pendientes")
     c = rows["CABALLITO"]
     assert (c["cerrado"], c["facturas"], c["estado"]) == (False, 1, "No cerrado")
-    assert queries.day_table(synced, settings, DAY - dt.timedelta(days=30)) == []
+    assert read_models.day_table(synced, settings, DAY - dt.timedelta(days=30)) == []
 
 
 def test_day_table_is_a_fixed_number_of_grouped_queries(synced, settings):
@@ -87,13 +87,13 @@ def test_day_table_is_a_fixed_number_of_grouped_queries(synced, settings):
 
     event.listen(synced, "before_cursor_execute", count)
     try:
-        queries.day_table(synced, settings, DAY)
+        read_models.day_table(synced, settings, DAY)
         few = len(statements)
         for n in range(25):
             close_day(synced, f"LOCAL{n:02d}")
             add_factura(synced, f"LOCAL{n:02d}", "A", "1", str(n + 1), "1")
         statements.clear()
-        rows = queries.day_table(synced, settings, DAY)
+        rows = read_models.day_table(synced, settings, DAY)
     finally:
         event.remove(synced, "before_cursor_execute", count)
     assert len(rows) == 31
@@ -102,7 +102,7 @@ def test_day_table_is_a_fixed_number_of_grouped_queries(synced, settings):
 
 
 def test_audited_days(synced, settings):
-    rows = queries.audited_days(synced, settings, DAY, DAY2)
+    rows = read_models.audited_days(synced, settings, DAY, DAY2)
     assert [(r["fecha"], r["local"]) for r in rows] == [
         (DAY2, "MATRIZ"), (DAY, "BELGRANO"), (DAY, "MATRIZ"), (DAY, "PALERMO"), (DAY, "SUR")]
     palermo = rows[3]
@@ -110,14 +110,14 @@ def test_audited_days(synced, settings):
             palermo["invalidas"], palermo["pendientes"], palermo["conflictos"]) == (
         "ana", 2, 1, 1, 0, 0, 0)
     assert (palermo["monto"], palermo["monto_enviado"]) == (Decimal("30.00"), Decimal("20.00"))
-    only = queries.audited_days(synced, settings, DAY, DAY2, local="MATRIZ")
+    only = read_models.audited_days(synced, settings, DAY, DAY2, local="MATRIZ")
     assert [(r["fecha"], r["auditor"], r["facturas"], r["enviadas"]) for r in only] == [
         (DAY2, "beto", 1, 1), (DAY, "ana", 2, 2)]
-    assert queries.audited_days(synced, settings, DAY2, DAY2, local="PALERMO") == []
+    assert read_models.audited_days(synced, settings, DAY2, DAY2, local="PALERMO") == []
 
 
 def test_failed_invoices(synced, settings):
-    rows = queries.failed_invoices(synced, settings)
+    rows = read_models.failed_invoices(synced, settings)
     by_local = {r["local"]: r for r in rows}
     assert sorted(by_local) == ["BELGRANO", "PALERMO", "SUR"]
     dup = by_local["PALERMO"]
@@ -135,88 +135,88 @@ def test_failed_invoices(synced, settings):
     pending = by_local["SUR"]
     assert (pending["estado"], pending["tipo_error"]) == ("pending", "Error de autenticación")
 
-    assert [r["local"] for r in queries.failed_invoices(synced, settings,
+    assert [r["local"] for r in read_models.failed_invoices(synced, settings,
                                                         estados=["invalid"])] == ["BELGRANO"]
-    assert [r["local"] for r in queries.failed_invoices(synced, settings,
+    assert [r["local"] for r in read_models.failed_invoices(synced, settings,
                                                         estados=["pending"])] == ["SUR"]
-    assert [r["local"] for r in queries.failed_invoices(synced, settings,
+    assert [r["local"] for r in read_models.failed_invoices(synced, settings,
                                                         local="PALERMO")] == ["PALERMO"]
-    assert queries.failed_invoices(synced, settings, desde=DAY2) == []
-    assert len(queries.failed_invoices(synced, settings, desde=DAY, hasta=DAY)) == 3
+    assert read_models.failed_invoices(synced, settings, desde=DAY2) == []
+    assert len(read_models.failed_invoices(synced, settings, desde=DAY, hasta=DAY)) == 3
     # Another target (e.g. production) has nothing failed: state is per target.
-    assert queries.failed_invoices(synced, settings.replace(api="Otra")) == []
+    assert read_models.failed_invoices(synced, settings.replace(api="Otra")) == []
 
 
 def test_monitoring_aggregates(synced, settings):
-    stats = queries.daily_stats(synced, settings, DAY, DAY2)
+    stats = read_models.daily_stats(synced, settings, DAY, DAY2)
     assert stats == [
         {"fecha": DAY, "enviadas": 4, "fallidas": 1, "invalidas": 1, "pendientes": 1,
          "total": 7, "tasa_exito": 57.1},
         {"fecha": DAY2, "enviadas": 1, "fallidas": 0, "invalidas": 0, "pendientes": 0,
          "total": 1, "tasa_exito": 100.0},
     ]
-    kinds = queries.errors_by_kind(synced, settings, DAY, DAY2)
+    kinds = read_models.errors_by_kind(synced, settings, DAY, DAY2)
     assert sorted((k["tipo_error"], k["cantidad"]) for k in kinds) == [
         ("Datos inválidos", 1), ("Duplicada en Oppen", 1), ("Error de autenticación", 1)]
 
 
 def test_run_history_and_live_runs(synced, settings):
-    runs = queries.run_history(synced, settings)
-    assert len(runs) == 5
-    assert runs[0]["local"] == "SUR" and runs[0]["estado"] == "con error"
-    assert {r["tipo"] for r in runs} == {"Auditoría"}
-    assert {r["usuario"] for r in runs} == {"ana", "beto"}
-    done = [r for r in runs if r["local"] == "PALERMO"][0]
+    history = read_models.run_history(synced, settings)
+    assert len(history) == 5
+    assert history[0]["local"] == "SUR" and history[0]["estado"] == "con error"
+    assert {r["tipo"] for r in history} == {"Auditoría"}
+    assert {r["usuario"] for r in history} == {"ana", "beto"}
+    done = [r for r in history if r["local"] == "PALERMO"][0]
     assert (done["estado"], done["total"], done["exitosas"], done["fallidas"]) == (
         "terminada", 2, 1, 1)
     assert done["duracion_s"] is not None and done["duracion_s"] >= 0
-    assert queries.live_runs(synced, settings) == []
+    assert read_models.live_runs(synced, settings) == []
 
-    owner = store.new_owner()
-    run_id = store.start_run(synced, target=settings.target, kind="resend",
+    owner = schema.new_owner()
+    run_id = runs.start_run(synced, target=settings.target, kind="resend",
                              days=[("PALERMO", DAY)], username="beto", reason="prueba",
                              lease=settings.lease_seconds, owner=owner, local="PALERMO",
                              fecha=DAY)
     try:
-        [live] = queries.live_runs(synced, settings, kind="resend")
+        [live] = read_models.live_runs(synced, settings, kind="resend")
         assert (live["id"], live["estado"], live["usuario"], live["motivo"]) == (
             run_id, "en curso", "beto", "prueba")
-        assert queries.running_run(synced, settings, "PALERMO", DAY)["id"] == run_id
-        assert queries.running_run(synced, settings, "MATRIZ", DAY) is None
+        assert read_models.running_run(synced, settings, "PALERMO", DAY)["id"] == run_id
+        assert read_models.running_run(synced, settings, "MATRIZ", DAY) is None
         # A run whose heartbeat is older than the lease no longer counts as live.
         later = live["heartbeat_at"] + dt.timedelta(seconds=settings.lease_seconds + 1)
-        assert queries.live_runs(synced, settings, now=later) == []
+        assert read_models.live_runs(synced, settings, now=later) == []
     finally:
-        store.finish_run(synced, run_id, owner, state="done", summary={"total": 0},
+        runs.finish_run(synced, run_id, owner, state="done", summary={"total": 0},
                          message="")
-    assert queries.run_row(synced, run_id)["estado"] == "terminada"
+    assert read_models.run_row(synced, run_id)["estado"] == "terminada"
 
 
 def test_known_locals(synced):
-    assert queries.known_locals(synced) == ["BELGRANO", "MATRIZ", "PALERMO", "RECOLETA", "SUR"]
+    assert read_models.known_locals(synced) == ["BELGRANO", "MATRIZ", "PALERMO", "RECOLETA", "SUR"]
 
 
 def test_times_are_shown_in_argentina():
-    assert queries.fmt_datetime(dt.datetime(2026, 11, 24, 12, 15)) == "24/11/2026 09:15"
-    assert queries.fmt_datetime(None) == ""
-    assert queries.fmt_date(dt.date(2025, 1, 5)) == "05/01/2025"
+    assert read_models.fmt_datetime(dt.datetime(2026, 11, 24, 12, 15)) == "24/11/2026 09:15"
+    assert read_models.fmt_datetime(None) == ""
+    assert read_models.fmt_date(dt.date(2025, 1, 5)) == "05/01/2025"
     # 01:30 UTC is still the previous day in Buenos Aires (UTC-3).
-    assert queries.local_today(dt.datetime(2026, 11, 24, 1, 30, tzinfo=dt.timezone.utc)) == \
+    assert read_models.local_today(dt.datetime(2026, 11, 24, 1, 30, tzinfo=dt.timezone.utc)) == \
         dt.date(2026, 11, 23)
-    assert queries.local_today(dt.datetime(2026, 11, 24, 4, 0)) == dt.date(2026, 11, 24)
+    assert read_models.local_today(dt.datetime(2026, 11, 24, 4, 0)) == dt.date(2026, 11, 24)
 
 
 def test_kind_labels():
-    assert queries.kind_label("http", 502) == "HTTP 502"
-    assert queries.kind_label("connection") == "Error de conexión"
-    assert queries.kind_label("nonsense") == "Otro"
+    assert read_models.kind_label("http", 502) == "HTTP 502"
+    assert read_models.kind_label("connection") == "Error de conexión"
+    assert read_models.kind_label("nonsense") == "Otro"
 
 
 def test_empty_database(engine, settings):
-    assert queries.day_table(engine, settings, DAY) == []
-    assert queries.audited_days(engine, settings, DAY, DAY2) == []
-    assert queries.failed_invoices(engine, settings) == []
-    assert queries.daily_stats(engine, settings, DAY, DAY2) == []
-    assert queries.errors_by_kind(engine, settings, DAY, DAY2) == []
-    assert queries.run_history(engine, settings) == []
-    assert queries.known_locals(engine) == []
+    assert read_models.day_table(engine, settings, DAY) == []
+    assert read_models.audited_days(engine, settings, DAY, DAY2) == []
+    assert read_models.failed_invoices(engine, settings) == []
+    assert read_models.daily_stats(engine, settings, DAY, DAY2) == []
+    assert read_models.errors_by_kind(engine, settings, DAY, DAY2) == []
+    assert read_models.run_history(engine, settings) == []
+    assert read_models.known_locals(engine) == []

@@ -14,8 +14,10 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from . import db, queries, service
-from .config import PROJECT_DIR, Settings
+from sync import actions
+
+from sync.state import read_models, schema
+from sync.settings import PROJECT_DIR, Settings
 
 LOCALS = 50
 PER_DAY = 50
@@ -26,7 +28,7 @@ PREVIEW_LOCAL = "PREVIEW"
 def _build(engine, rows: int, preview_n: int, target: str) -> None:
     rng = random.Random(1)
     days = max(1, rows // (LOCALS * PER_DAY))
-    now = db.utcnow()
+    now = schema.utcnow()
     fid = 0
     states = ["sent"] * 96 + ["failed", "failed", "invalid", "pending"]
     with engine.begin() as conn:
@@ -56,16 +58,16 @@ def _build(engine, rows: int, preview_n: int, target: str) -> None:
                         "last_http_status": None if state == "sent" else 400,
                         "sernr": 10 ** 12 + fid if state == "sent" else None,
                         "created_at": now, "updated_at": now})
-            conn.execute(sa.insert(db.facturas_trns), facturas)
-            conn.execute(sa.insert(db.oppen_invoices), invoices)
-            conn.execute(sa.insert(db.cierres_locales), closes)
-            conn.execute(sa.insert(db.locales_auditados), audits)
+            conn.execute(sa.insert(schema.facturas_trns), facturas)
+            conn.execute(sa.insert(schema.oppen_invoices), invoices)
+            conn.execute(sa.insert(schema.cierres_locales), closes)
+            conn.execute(sa.insert(schema.locales_auditados), audits)
         last = FIRST_DAY + dt.timedelta(days=days - 1)
-        conn.execute(sa.insert(db.facturas_trns), [
+        conn.execute(sa.insert(schema.facturas_trns), [
             {"local": PREVIEW_LOCAL, "fecha": dt.datetime.combine(last, dt.time(11)),
              "tipo": "B", "punto_venta": "77", "nro_factura": str(n + 1),
              "monto": Decimal("123.45"), "estado": "ok"} for n in range(preview_n)])
-        conn.execute(sa.insert(db.cierres_locales).values(local=PREVIEW_LOCAL, fecha=last))
+        conn.execute(sa.insert(schema.cierres_locales).values(local=PREVIEW_LOCAL, fecha=last))
 
 
 def _best_of(fn, repeat: int = 3) -> float:
@@ -81,10 +83,10 @@ def bench_queries(rows: int, preview_n: int) -> dict:
     path = PROJECT_DIR / "data" / f"bench-{rows}-{preview_n}.sqlite3"
     url = f"sqlite:///{path}"
     settings = Settings(database_url=url)
-    engine = db.make_engine(url)
-    db.init_db(engine)
+    engine = schema.make_engine(url)
+    schema.init_db(engine)
     with engine.connect() as conn:
-        have = conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar()
+        have = conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar()
     if not have:
         print(f"\nGenerando {rows:,} facturas en {path} (una sola vez)…", flush=True)
         started = time.perf_counter()
@@ -93,22 +95,22 @@ def bench_queries(rows: int, preview_n: int) -> dict:
             conn.exec_driver_sql("ANALYZE")
         print(f"  listo en {time.perf_counter() - started:.0f} s", flush=True)
     with engine.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(db.facturas_trns)).scalar()
-        last = conn.execute(sa.select(sa.func.max(db.locales_auditados.c.fecha))).scalar()
+        count = conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar()
+        last = conn.execute(sa.select(sa.func.max(schema.locales_auditados.c.fecha))).scalar()
     last = last if isinstance(last, dt.date) else dt.date.fromisoformat(str(last))
     month = last - dt.timedelta(days=30)
     checks = {
-        "Auditoría: tabla de locales del día": lambda: queries.day_table(engine, settings, last),
-        "Locales auditados (30 días)": lambda: queries.audited_days(engine, settings, month, last),
-        "Locales auditados (un local, todo el historial)": lambda: queries.audited_days(
+        "Auditoría: tabla de locales del día": lambda: read_models.day_table(engine, settings, last),
+        "Locales auditados (30 días)": lambda: read_models.audited_days(engine, settings, month, last),
+        "Locales auditados (un local, todo el historial)": lambda: read_models.audited_days(
             engine, settings, FIRST_DAY, last, local="LOCAL07"),
-        "Facturas fallidas (todas)": lambda: queries.failed_invoices(engine, settings),
-        "Monitoreo: por día (30 días)": lambda: queries.daily_stats(engine, settings, month, last),
-        "Monitoreo: errores por tipo (30 días)": lambda: queries.errors_by_kind(
+        "Facturas fallidas (todas)": lambda: read_models.failed_invoices(engine, settings),
+        "Monitoreo: por día (30 días)": lambda: read_models.daily_stats(engine, settings, month, last),
+        "Monitoreo: errores por tipo (30 días)": lambda: read_models.errors_by_kind(
             engine, settings, month, last),
-        "Monitoreo: historial de corridas": lambda: queries.run_history(engine, settings),
-        "Locales conocidos": lambda: queries.known_locals(engine),
-        f"Vista previa de {preview_n:,} facturas": lambda: service.preview(
+        "Monitoreo: historial de corridas": lambda: read_models.run_history(engine, settings),
+        "Locales conocidos": lambda: read_models.known_locals(engine),
+        f"Vista previa de {preview_n:,} facturas": lambda: actions.preview(
             engine, settings, PREVIEW_LOCAL, last),
     }
     print(f"\nConsultas de la consola sobre {count:,} facturas (mejor de 3):")

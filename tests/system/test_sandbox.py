@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # lets `pytest tests/test_sandbox.py` run without a conftest
-    sys.path.insert(0, _ROOT)
-
-from sync.sandbox import FIRST_ASSIGNED_SERNR, Faults, OppenSandbox  # noqa: E402
-
-from conftest import seed_invoice  # noqa: E402
+from helpers import seed_invoice
+from sync.sandbox import FIRST_ASSIGNED_SERNR, Faults, OppenSandbox
 
 PASSWORD = "test-only-password"
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the sync and of the console's queries (`python -m sync bench`)."""

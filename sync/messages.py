@@ -1,0 +1,41 @@
+"""Every sentence a person reads about a run, in one place: the seed's messages, the
+state labels, and the summaries of runs. Pure functions of plain data; no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+# An invoice's state for one target, as a person reads it.
+STATE_LABELS = {"pending": "pendiente", "sending": "enviando", "sent": "enviada",
+                "failed": "fallida", "invalid": "inválida", "conflict": "conflicto"}
+
+
+def audited(local: str, fecha: dt.date) -> str:
+    return f"Local {local} marcado como auditado para {fecha.isoformat()}"
+
+
+def result_lines(summary: dict, *, resend: bool = False) -> str:
+    """What a finished sync (or resend) says, in the seed's words."""
+    if summary["total"] == 0:
+        if resend or summary.get("ya_enviadas"):
+            return f"ℹ️ {summary.get('message') or 'No hay facturas para reenviar'}"
+        return "ℹ️ No había facturas para sincronizar con Oppen"
+    if summary["fallidas"] == 0:
+        verb = "reenviada(s)" if resend else "enviada(s)"
+        return f"✅ {summary['exitosas']} factura(s) {verb} a Oppen exitosamente"
+    errores = summary.get("errores") or [{"error": "sin detalle"}]
+    text = (f"⚠️ Algunas facturas no pudieron enviarse a Oppen: "
+            f"{summary['fallidas']}/{summary['total']}\nPrimer error: {errores[0]['error']}")
+    if summary.get("message"):
+        text += f"\n{summary['message']}"
+    return text
+
+
+def sync(head: str, summary: dict) -> str:
+    """The seed's message for an audit: its first line, then the sync's result."""
+    return f"{head}\n{result_lines(summary)}"
+
+
+def public_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "run_id"}

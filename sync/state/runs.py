@@ -1,0 +1,125 @@
+"""Runs and their locks: one run per local/day and target, across processes and hosts.
+
+A run row says who started what, when, and how far it got; a lock row per local/day
+keeps a second run out while the first is alive, and a lease lets a dead owner's lock
+be taken over. The heartbeat (`renew`) keeps both alive. Short transactions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import RunInProgress
+from . import schema
+from .binder import release_claims
+from .schema import SENDING, db_now, oppen_invoices, oppen_run_locks, oppen_runs
+
+
+def renew(engine: Engine, owner: str, lease: float) -> int:
+    """The run's heartbeat: extend its locks and claims. Returns how many locks it still
+    holds (0: another run took them over, so this one must stop sending)."""
+    t, L = oppen_invoices, oppen_run_locks
+    with engine.begin() as conn:
+        until = db_now(conn) + dt.timedelta(seconds=lease)
+        held = conn.execute(sa.update(L).where(L.c.owner == owner)
+                            .values(lease_until=until)).rowcount
+        if held:
+            conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
+                         .values(claim_until=until))
+    return held
+
+
+
+def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[str, dt.date]],
+              username: str | None, reason: str | None, lease: float, owner: str,
+              local: str | None = None, fecha: dt.date | None = None) -> int:
+    """Create the run and take the lock of every local/day it touches, or refuse.
+
+    Raises RunInProgress naming the local/day that another live run holds.
+    """
+    L = oppen_run_locks
+    with engine.begin() as conn:
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
+        run_id = conn.execute(sa.insert(oppen_runs).values(
+            target=target, kind=kind, local=local, fecha=fecha, username=username,
+            reason=reason, owner=owner, state=schema.RUNNING, started_at=now, heartbeat_at=now,
+            total=0, processed=0, exitosas=0, fallidas=0)).inserted_primary_key[0]
+    taken: list[tuple[str, dt.date]] = []
+    try:
+        for day_local, day in sorted(set(days)):
+            if not _take_lock(engine, target, day_local, day, run_id, owner, lease):
+                raise RunInProgress(f"Ya hay una sincronización en curso para {day_local} "
+                                    f"{day.isoformat()}; esperá a que termine.")
+            taken.append((day_local, day))
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(L).where(L.c.owner == owner))
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
+                state=schema.ERROR, finished_at=schema.utcnow(),
+                message="No se inició: ya había otra sincronización en curso"))
+        raise
+    return run_id
+
+
+def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: int,
+               owner: str, lease: float) -> bool:
+    L = oppen_run_locks
+    try:
+        with engine.begin() as conn:
+            until = db_now(conn) + dt.timedelta(seconds=lease)
+            conn.execute(sa.insert(L).values(target=target, local=local, fecha=fecha,
+                                             run_id=run_id, owner=owner, lease_until=until))
+        return True
+    except IntegrityError:
+        pass
+    with engine.begin() as conn:
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
+        row = conn.execute(sa.select(L.c.run_id, L.c.owner).where(
+            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
+            L.c.lease_until < now)).first()
+        if row is None:
+            return False
+        dead_owner = row.owner
+        taken = conn.execute(sa.update(L).where(
+            L.c.target == target, L.c.local == local, L.c.fecha == fecha,
+            L.c.lease_until < now).values(run_id=run_id, owner=owner, lease_until=until)).rowcount
+        if taken:
+            # Its owner is gone: let its in-flight claims be taken over (and looked up).
+            t = oppen_invoices
+            conn.execute(sa.update(t).where(t.c.claim_owner == dead_owner, t.c.state == SENDING)
+                         .values(claim_until=now - dt.timedelta(seconds=1)))
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == row.run_id,
+                                                     oppen_runs.c.state == schema.RUNNING)
+                         .values(state=schema.INTERRUPTED, finished_at=now,
+                                 message="Interrumpida: el proceso dejó de responder"))
+        return bool(taken)
+
+
+def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: Mapping,
+               message: str) -> None:
+    L = oppen_run_locks
+    with engine.begin() as conn:
+        release_claims(conn, owner, "No se envió: la sincronización se interrumpió; se verificará en Oppen antes de reenviar")
+        conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
+            state=state, finished_at=schema.utcnow(), total=summary.get("total", 0),
+            processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),
+            fallidas=summary.get("fallidas", 0), current_ref=None, message=message,
+            result_json=json.dumps(_short_result(summary), ensure_ascii=False, default=str)))
+        conn.execute(sa.delete(L).where(L.c.owner == owner))
+
+
+def _short_result(summary: Mapping) -> dict:
+    result = dict(summary)
+    errors = list(result.get("errores") or [])
+    if len(errors) > 200:
+        result["errores"] = errors[:200]
+        result["errores_omitidos"] = len(errors) - 200
+    return result
