@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 
 from . import messages
 from .errors import AuditRefused, NotFound, OppenError, RunInProgress, SyncError
-from .exporter import Policy, Progress, RunRequest, run
+from .exporter import Progress, RunRequest, run
+from .oppen.retry import Policy
 from .mapping import Mapped, differences, parse_day
 from .oppen.client import OppenClient
 from .settings import Settings, local_today

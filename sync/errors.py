@@ -13,7 +13,9 @@
         │                          HTML 502, 429): the request may or may not have
         │                          been applied, so it is retryable but ambiguous
         └── OppenRejected          Oppen answered "no" on purpose: retrying won't help
-            └── OppenDuplicate     Oppen already holds that invoice number
+            ├── OppenDuplicate     Oppen already holds that invoice number
+            └── LookupRefused      Oppen answered a lookup, but not in a way that says
+                                   whether it holds the invoice: a person decides
 
 Every message is Spanish (or Oppen's own words), and none ever carries a password or
 a token: the client builds them from status codes and response bodies only.
@@ -88,3 +90,7 @@ class OppenRejected(OppenError):
 
 class OppenDuplicate(OppenRejected):
     """Oppen already holds an invoice with this OfficialSerNr (or SerNr)."""
+
+
+class LookupRefused(OppenRejected):
+    """Oppen answered a lookup, but not in a way that says whether it holds the invoice."""

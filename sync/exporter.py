@@ -27,10 +27,11 @@ from decimal import Decimal
 from sqlalchemy.engine import Engine
 
 from .state import binder, runs, schema
-from .oppen.client import OppenClient, backoff_delay
+from .oppen.client import OppenClient
+from .oppen.retry import Breaker, Policy, backoff_delay
 from .settings import Settings, local_today
 from .state.schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
-from .errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
+from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 from .mapping import Mapped, differences
 from .state.binder import Attempt, Outcome, Registered
@@ -41,51 +42,6 @@ Progress = Callable[[int, int, str | None], None]
 
 FLUSH_EVERY = 64          # outcomes per write transaction, at most
 FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
-
-
-@dataclass
-class Policy:
-    """How hard to try within one run. Delays come from settings; tests shorten them."""
-    max_attempts: int = Settings.max_attempts
-    backoff_base: float = Settings.backoff_base
-    backoff_cap: float = Settings.backoff_cap
-    breaker_threshold: int = Settings.breaker_threshold
-    sleep: Callable[[float], None] = time.sleep
-    rng: random.Random = field(default_factory=random.Random)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "Policy":
-        return cls(max_attempts=settings.max_attempts, backoff_base=settings.backoff_base,
-                   backoff_cap=settings.backoff_cap, breaker_threshold=settings.breaker_threshold)
-
-
-class Breaker:
-    """Stops a run after N transport failures in a row, instead of hammering a dead Oppen."""
-
-    def __init__(self, threshold: int):
-        self.threshold = threshold
-        self._lock = threading.Lock()
-        self._streak = 0
-        self.reason: str | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.reason is not None
-
-    def failure(self, message: str) -> None:
-        with self._lock:
-            self._streak += 1
-            if self._streak >= self.threshold and self.reason is None:
-                self.reason = (f"Oppen no responde: se detuvo la sincronización tras "
-                               f"{self._streak} errores de conexión seguidos ({message})")
-
-    def trip(self, reason: str) -> None:
-        with self._lock:
-            self.reason = self.reason or reason
-
-    def success(self) -> None:
-        with self._lock:
-            self._streak = 0
 
 
 class Heartbeat(threading.Thread):
@@ -118,10 +74,6 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=5)
-
-
-class LookupRefused(OppenRejected):
-    """Oppen answered a lookup, but not in a way that says whether it holds the invoice."""
 
 
 @dataclass

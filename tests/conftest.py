@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from helpers import BACKENDS, MYSQL_URL, drop_mysql_database, mysql_database
-from sync.exporter import Policy
+from sync.oppen.retry import Policy
 from sync.oppen.client import OppenClient
 from sync.sandbox import Faults, OppenSandbox
 from sync.settings import Settings, validate

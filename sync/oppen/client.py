@@ -3,7 +3,7 @@
 One `OppenClient` per thread (a `requests.Session` is not documented as thread-safe);
 clients made with `clone()` share one `TokenCache`, so a token is fetched once and
 refreshed once when it expires, not once per worker. Each call is a single exchange:
-the caller decides about retries, using `is_retryable` and `backoff_delay`.
+the caller decides about retries (`retry.py`).
 
 No `requests` exception leaves this module: `_translate` turns them into the
 `OppenError` family, and `error_for_response` is the one place that maps an HTTP
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -127,21 +126,6 @@ def error_for_response(resp: requests.Response, secrets: tuple[str | None, ...] 
     if status >= 500 or status == 408:
         return OppenTransportError(message, status=status, body=body, retry_after=retry_after)
     return OppenRejected(message, status=status, body=body)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Worth another try in the same run: no answer, 408/429, 5xx. Never a rejection."""
-    return isinstance(exc, OppenTransportError)
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None,
-                  rng: random.Random | None = None) -> float:
-    """Capped exponential backoff with full jitter; Oppen's Retry-After is a floor."""
-    rng = rng or random
-    delay = rng.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 60.0))
-    return delay
 
 
 def _translate(exc: requests.RequestException) -> OppenTransportError:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sync import actions
 
 from sync.state import schema
-from sync.exporter import Policy
+from sync.oppen.retry import Policy
 
 from helpers import DAY, TODAY, add_factura, close_day
 from faults import (check_accounting, check_exactly_once, check_log, cli_env, kill_after_posts,

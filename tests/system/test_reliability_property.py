@@ -21,7 +21,7 @@ from sync.state import schema
 from sync.oppen.client import OppenClient
 from sync.settings import Settings, validate
 from sync.errors import RunInProgress
-from sync.exporter import Policy
+from sync.oppen.retry import Policy
 from sync.sandbox import Faults, OppenSandbox
 
 from helpers import BACKENDS, MYSQL_URL, drop_mysql_database, mysql_database

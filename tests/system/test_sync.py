@@ -16,7 +16,7 @@ from sync import actions
 from sync.state import schema
 from sync.actions import mark_audited
 from sync.errors import AuditRefused, NotFound, RunInProgress
-from sync.exporter import Policy
+from sync.oppen.retry import Policy
 
 from helpers import DAY, TODAY, add_factura, close_day, http_server, states
 

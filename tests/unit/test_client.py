@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from sync.oppen.client import OppenClient, TokenCache, backoff_delay, is_retryable
+from sync.oppen.client import OppenClient, TokenCache
+from sync.oppen.retry import backoff_delay, is_retryable
 from sync.errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                          OppenTransportError, SyncError)
 from sync.sandbox import Faults, OppenSandbox
