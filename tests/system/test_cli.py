@@ -76,7 +76,7 @@ def test_bad_input_gets_one_spanish_line(env, engine, args, code, text):
     ("DATABASE_URL", "nonsense", "DATABASE_URL"),
     ("OPPEN_BASE_URL", "http://oppen.example.com", "https"),
     ("OPPEN_BASE_URL", "https://ng.oppen.io", "OPPEN_ENV=sandbox"),
-    ("DATABASE_URL", "mysql+pymysql://ventas:Pa@ss:W0rd99@schema.local/ventas", "DATABASE_URL"),
+    ("DATABASE_URL", "mysql+pymysql://ventas:Pa@ss:W0rd99@db.local/ventas", "DATABASE_URL"),
     ("DATABASE_URL", "sqlite:////etc/passwd/x.db", "no se puede crear la carpeta"),
 ])
 def test_bad_configuration_names_the_setting(env, name, value, text):

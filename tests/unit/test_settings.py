@@ -119,7 +119,7 @@ def test_loopback_http_is_allowed(missing):
 
 @pytest.mark.parametrize("url", ["sqlite:///tmp/x.sqlite3", "sqlite://",
                                  "mysql+pymysql://u:p@localhost/caja",
-                                 "mariadb+pymysql://u:p@schema.local:3306/caja"])
+                                 "mariadb+pymysql://u:p@db.local:3306/caja"])
 def test_supported_database_urls(missing, url):
     assert load_settings(environ={"DATABASE_URL": url}, secrets_path=missing).database_url == url
 
