@@ -307,7 +307,11 @@ def differences(payload: Mapping, remote: Mapping, *, gross: Decimal | None = No
     for key in ("OfficialSerNr", "SerNr", "CustCode", "TransDate", "Labels"):
         if key in ignore:
             continue
-        if key in payload and str(remote.get(key)) != str(payload[key]):
+        theirs = str(remote.get(key))
+        if key == "Labels":
+            # Oppen appends the company name to what it stores ("ALMF01,PERSEO").
+            theirs = theirs.split(",", 1)[0]
+        if key in payload and theirs != str(payload[key]):
             diffs.append(f"{key}: Oppen tiene {str(remote.get(key))[:60]!r}, "
                          f"se esperaba {str(payload[key])[:60]!r}")
     try:
