@@ -37,5 +37,28 @@ def sync(head: str, summary: dict) -> str:
     return f"{head}\n{result_lines(summary)}"
 
 
+def run_summary(*, total: int, exitosas: int, errores: list[dict], pendientes: int = 0,
+                invalidas: int = 0, conflictos: int = 0, ya_enviadas: int = 0,
+                stop_reason: str | None = None) -> dict:
+    """The seed's summary dict of a sync or resend: `total`, `exitosas`, `fallidas` (every
+    invoice of the run not sent, whatever the reason), `errores` and `success`, plus the
+    counts by reason and a message when there is something to say."""
+    summary = {"total": total, "exitosas": exitosas, "fallidas": total - exitosas,
+               "errores": errores, "success": total == exitosas}
+    for key, count in (("pendientes", pendientes), ("invalidas", invalidas),
+                       ("conflictos", conflictos)):
+        if count:
+            summary[key] = count
+    if ya_enviadas:
+        summary["ya_enviadas"] = ya_enviadas
+    if total == 0:
+        summary["message"] = ("No hay facturas para sincronizar" if not ya_enviadas else
+                              f"Las {ya_enviadas} factura(s) ya estaban enviadas a Oppen")
+    if stop_reason:
+        summary["message"] = (f"{stop_reason}. {pendientes} factura(s) quedaron pendientes "
+                              "para reenviar.")
+    return summary
+
+
 def public_summary(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "run_id"}

@@ -8,6 +8,7 @@ must look the invoice up in Oppen before posting it again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Registered:
     needs_lookup: bool
     sernr: int | None
     last_error: str | None = None
+    # The run's one mapping of this invoice (None for rows a run does not send:
+    # sent or conflict). For a new row the client SerNr is already its own.
+    mapped: Mapped | Invalid | None = None
 
 
 def sernr_for(profile: MappingProfile, state_id: int) -> int | None:
@@ -100,11 +104,12 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                                                      t.c.factura_id.in_(part))):
                 existing[r.factura_id] = r._mapping
         new_rows = []
+        mapped_now: dict[int, Mapped | Invalid] = {}
         for fid in ids:
             if fid in existing:
                 continue
             factura = by_factura[fid]
-            mapped = map_factura(factura, profile, today, None)
+            mapped = mapped_now[fid] = map_factura(factura, profile, today, None)
             valid = isinstance(mapped, Mapped)
             new_rows.append({
                 "target": target, "factura_id": fid, "local": factura["local"],
@@ -141,6 +146,9 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             state, reference, error = row["state"], row["reference"], row["last_error"]
             # Rows inserted just now were mapped a moment ago; only older ones may have
             # changed in the sales system since.
+            mapped = None
+            if fid in inserted and fid in mapped_now:
+                mapped = _with_sernr(mapped_now[fid], profile, row["id"])
             if state in (PENDING, FAILED, INVALID) and fid not in inserted:
                 mapped = map_factura(factura, profile, today, row["id"])
                 posted_before = row["attempts"] > 0 or row["needs_lookup"]
@@ -165,7 +173,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                                     "b_off": number_now if state in (PENDING, FAILED)
                                     else row["official_sernr"], "b_now": now})
             result.append(Registered(row["id"], factura, state, reference, bool(row["needs_lookup"]),
-                                     row["sernr"], error))
+                                     row["sernr"], error, mapped))
         if changes:
             conn.execute(
                 sa.update(t).where(t.c.id == sa.bindparam("b_id"),
@@ -175,6 +183,15 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                         updated_at=sa.bindparam("b_now")),
                 changes)
     return result
+
+
+def _with_sernr(mapped: Mapped | Invalid, profile: MappingProfile, state_id: int
+                ) -> Mapped | Invalid:
+    """A new row's mapping with the SerNr its id gives it (it was mapped before it had one)."""
+    sernr = sernr_for(profile, state_id)
+    if sernr is None or not isinstance(mapped, Mapped):
+        return mapped
+    return dataclasses.replace(mapped, payload={**mapped.payload, "SerNr": sernr})
 
 
 def _clip_str(value, limit: int) -> str | None:
