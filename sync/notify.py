@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .deadline import request_within
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT = 5.0
+TIMEOUT = 5.0            # seconds for the whole exchange
 MAX_ERRORS = 5
 MAX_LINE = 300
 
@@ -59,7 +60,8 @@ def notify_failures(settings: Settings, *, local: str, fecha: dt.date | str,
         return False
     try:
         text = failure_text(local, fecha, errores)
-        resp = requests.post(url, json={"text": text}, timeout=timeout)
+        # Bounded as a whole: a slow webhook must never hold the end of a run.
+        resp = request_within(None, "POST", url, timeout, json={"text": text})
     except requests.RequestException as exc:
         logger.warning("No se pudo notificar al webhook %s: %s", webhook_host(url),
                        type(exc).__name__)

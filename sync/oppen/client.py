@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..deadline import request_within
 from ..errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 
@@ -201,8 +202,8 @@ class OppenClient:
     def authenticate(self) -> str:
         """Log in and cache the token. Raises OppenAuthError or OppenTransportError."""
         try:
-            resp = self.session.post(self.url("authenticate"), timeout=self.timeout,
-                                     json={"username": self._username, "password": self._password})
+            resp = self._exchange("POST", self.url("authenticate"),
+                                  json={"username": self._username, "password": self._password})
         except requests.RequestException as exc:
             err = _translate(exc)
             logger.error("❌ %s", err.message)
@@ -230,6 +231,13 @@ class OppenClient:
         logger.info("✅ Autenticación exitosa en Oppen")
         return token
 
+    def _exchange(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request whose whole exchange (connect, send, the complete answer) ends
+        within `timeout`: requests' own timeout bounds each read, so an Oppen that
+        trickles its answer a byte at a time could otherwise hold a run for minutes.
+        Raises requests' exceptions (the callers translate them)."""
+        return request_within(self.session, method, url, self.timeout, **kwargs)
+
     def _secrets(self) -> tuple[str | None, ...]:
         return (self._password, self.tokens.current())
 
@@ -245,8 +253,8 @@ class OppenClient:
         for attempt in (1, 2):
             token = self._token()
             try:
-                resp = self.session.request(method, self.url(path), timeout=self.timeout,
-                                            headers={"Authorization": f"Bearer {token}"}, **kwargs)
+                resp = self._exchange(method, self.url(path),
+                                      headers={"Authorization": f"Bearer {token}"}, **kwargs)
             except requests.RequestException as exc:
                 raise _translate(exc) from None
             if resp.status_code == 401 and attempt == 1:
