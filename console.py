@@ -12,22 +12,22 @@ import logging
 
 import streamlit as st
 
-import ui
 from sync import auth
+from ui import session
 
 st.set_page_config(page_title="Consola Oppen", page_icon="🧾", layout="wide")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-settings = ui.load()
-user = ui.current_user(settings)
+settings = session.load()
+user = session.current_user(settings)
 
 if user is not None:
     with st.sidebar:
-        ui.env_badge(settings)
+        session.env_badge(settings)
         st.markdown(f"**{user.name}**  \n{auth.ROLE_LABELS.get(user.role, user.role)}"
                     f" · usuario `{user.username}`")
         if st.button("Cerrar sesión", icon=":material/logout:"):
-            ui.logout()
+            session.logout()
             st.rerun()
 
 pages = {"Auditoría": [
@@ -46,6 +46,6 @@ if user is None:
     # Register the pages (hidden) so the address asked for is still known after logging
     # in, but run none of them: only the login form shows.
     st.navigation(pages, position="hidden")
-    ui.login_form(settings)
+    session.login_form(settings)
 else:
     st.navigation(pages).run()

@@ -6,15 +6,15 @@ import datetime as dt
 
 import streamlit as st
 
-import ui
 from sync import background
 from sync.state import read_models
+from ui import errors, formats, live, session, tables
 
 PAGE = "fallidas"
 STATE_FILTERS = {"Fallida": "failed", "Inválida": "invalid", "Conflicto": "conflict",
                  "Pendiente con error": "pending"}
 
-settings, user, engine = ui.open_page(
+settings, user, engine = session.open_page(
     "admin", "Facturas fallidas",
     "Facturas que no llegaron a Oppen. Seleccioná filas y reenvialas indicando el "
     "motivo; queda registrado quién, cuándo y por qué.")
@@ -26,13 +26,13 @@ version = st.session_state.setdefault("fallidas_version", 0)
 
 
 def started_here(started, label: str) -> None:
-    ui.track(PAGE, started, label)
+    live.track(PAGE, started, label)
     st.session_state["fallidas_version"] = version + 1
     st.rerun()
 
 
-with ui.guarded():
-    if ui.live_section(engine, settings, PAGE, kind="resend"):
+with errors.guarded():
+    if live.live_section(engine, settings, PAGE, kind="resend"):
         # A run of ours just ended and the table changes under the selection: clear it.
         version = st.session_state["fallidas_version"] = version + 1
 
@@ -64,19 +64,21 @@ with ui.guarded():
         st.success("No hay facturas con problemas para este filtro.")
         st.stop()
 
-    display = [{**r, "estado": ui.STATE_LABELS.get(r["estado"], r["estado"]),
-                "monto": ui.money(r["monto"]), "ultimo_intento": ui.local_dt(r["ultimo_intento"]),
+    display = [{**r, "estado": formats.STATE_LABELS.get(r["estado"], r["estado"]),
+                "monto": tables.money(r["monto"]),
+                "ultimo_intento": tables.local_dt(r["ultimo_intento"]),
                 "auditado": "Sí" if r["auditado"] else "No"} for r in rows]
     columns = {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto ($)",
                "estado": "Estado", "intentos": "Intentos", "ultimo_intento": "Último intento",
                "http_status": "HTTP", "tipo_error": "Tipo de error", "error": "Error",
                "auditado": "Auditado"}
     event = st.dataframe(
-        ui.frame(display, columns), hide_index=True, width="stretch",
+        tables.frame(display, columns), hide_index=True, width="stretch",
         key=f"fallidas_tabla_{version}", on_select="rerun", selection_mode="multi-row",
-        column_config={"Día": ui.date_column("Día"), "Monto ($)": ui.money_column("Monto ($)"),
-                       "Último intento": ui.datetime_column("Último intento"),
-                       **ui.count_columns("HTTP", "Intentos"),
+        column_config={"Día": tables.date_column("Día"),
+                       "Monto ($)": tables.money_column("Monto ($)"),
+                       "Último intento": tables.datetime_column("Último intento"),
+                       **tables.count_columns("HTTP", "Intentos"),
                        "Error": st.column_config.TextColumn("Error", width="large")})
     # The selection's row numbers refer to the table the person saw (the previous run's):
     # resolve them against that, by invoice id, not against rows just re-read.
@@ -85,9 +87,9 @@ with ui.guarded():
               if i < len(shown)}
     selected = [r for r in rows if r["id"] in picked]
     st.session_state[f"fallidas_shown_{version}"] = [r["id"] for r in rows]
-    csv = ui.frame([{**r, "fecha": r["fecha"].isoformat(),
-                     "ultimo_intento": read_models.fmt_datetime(r["ultimo_intento"])}
-                    for r in rows], columns).to_csv(index=False)
+    csv = tables.frame([{**r, "fecha": r["fecha"].isoformat(),
+                         "ultimo_intento": formats.fmt_datetime(r["ultimo_intento"])}
+                        for r in rows], columns).to_csv(index=False)
     st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s)")
     st.download_button("Descargar CSV", csv, file_name=f"facturas-fallidas-{today}.csv",
                        mime="text/csv", key="fallidas_csv")
@@ -100,41 +102,43 @@ with ui.guarded():
         st.markdown("**Las facturas seleccionadas**")
         if st.button(f"Reenviar selección ({len(selected)})", type="primary",
                      disabled=not selected, key="reenviar_seleccion"):
-            started = ui.action(lambda: background.start_resend(
+            started = errors.action(lambda: background.start_resend(
                 engine, settings, user=user, reason=reason,
-                invoice_ids=[r["factura_id"] for r in selected], client=ui.client(settings)))
+                invoice_ids=[r["factura_id"] for r in selected],
+                client=session.client(settings)))
             if started is not None:
-                started_here(started, ui.run_label("resend", count=len(selected)))
+                started_here(started, live.run_label("resend", count=len(selected)))
     with r2:
         st.markdown("**Todo lo fallido de un local y día**")
         days = sorted({(r["local"], r["fecha"]) for r in rows}, key=lambda d: (d[1], d[0]),
                       reverse=True)
         day = st.selectbox("Local y día", days, index=None, placeholder="Elegí local y día",
-                           format_func=lambda d: f"{d[0]} · {read_models.fmt_date(d[1])}",
+                           format_func=lambda d: f"{d[0]} · {formats.fmt_date(d[1])}",
                            key=f"fallidas_dia_{version}")
         if st.button("Reenviar todo lo fallido", disabled=day is None, key="reenviar_dia"):
-            started = ui.action(lambda: background.start_resend(
+            started = errors.action(lambda: background.start_resend(
                 engine, settings, user=user, reason=reason, local=day[0], fecha=day[1],
-                client=ui.client(settings)))
+                client=session.client(settings)))
             if started is not None:
-                started_here(started, ui.run_label("resend", day[0], day[1]))
+                started_here(started, live.run_label("resend", day[0], day[1]))
 
     duplicates = [r for r in selected if r["duplicada"]]
     if len(selected) == 1 and duplicates:
         dup = duplicates[0]
-        st.subheader(f"Duplicada: {ui.md(dup['referencia'])}")
+        st.subheader(f"Duplicada: {formats.md(dup['referencia'])}")
         st.caption("Oppen ya tiene una factura con este número. Compará los datos: si son "
                    "iguales, vinculala en vez de reenviarla (usa el motivo de arriba).")
         d1, d2 = st.columns(2)
         if d1.button("Comparar con Oppen", key="comparar"):
-            comparison = ui.action(lambda: background.compare_duplicate(
-                engine, settings, user=user, state_id=dup["id"], client=ui.client(settings)))
+            comparison = errors.action(lambda: background.compare_duplicate(
+                engine, settings, user=user, state_id=dup["id"],
+                client=session.client(settings)))
             if comparison is not None:
                 if comparison["remote"] is None:
                     st.info("Oppen no tiene ninguna factura con ese número: se puede reenviar.")
                 else:
                     if comparison["differences"]:
-                        st.warning("Los datos no coinciden: " + ui.md(
+                        st.warning("Los datos no coinciden: " + formats.md(
                             "; ".join(comparison["differences"])))
                     else:
                         st.success("Los datos coinciden con la factura que ya está en Oppen.")
@@ -144,15 +148,15 @@ with ui.guarded():
                     b.markdown("**Lo que tiene Oppen**")
                     b.json(comparison["remote"])
         if d2.button("Vincular", key="vincular"):
-            result = ui.action(lambda: background.link_duplicate(
+            result = errors.action(lambda: background.link_duplicate(
                 engine, settings, user=user, state_id=dup["id"], reason=reason,
-                client=ui.client(settings)))
+                client=session.client(settings)))
             if result is not None:
                 if result["linked"]:
-                    ui.note(PAGE, f"{dup['referencia']} quedó vinculada a la factura que ya "
-                                  f"estaba en Oppen (SerNr {result['remote'].get('SerNr')}).")
+                    live.note(PAGE, f"{dup['referencia']} quedó vinculada a la factura que ya "
+                                    f"estaba en Oppen (SerNr {result['remote'].get('SerNr')}).")
                     st.session_state["fallidas_version"] = version + 1
                     st.rerun()
                 else:
-                    st.warning("No se vinculó: los datos no coinciden (" + ui.md(
+                    st.warning("No se vinculó: los datos no coinciden (" + formats.md(
                         "; ".join(result["differences"] or [])) + ").")

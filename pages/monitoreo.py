@@ -7,26 +7,25 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-import ui
 from sync import background
 from sync.state import read_models
+from ui import errors, formats, session, tables
 
 SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
           "Pendientes": "pendientes"}
 COLORS = ("#16a34a", "#dc2626", "#a855f7", "#f59e0b")
 PERIODS = {"Últimos 7 días": 7, "Últimos 30 días": 30, "Últimos 90 días": 90}
 
-settings, user, engine = ui.open_page("admin", "Monitoreo")
+settings, user, engine = session.open_page("admin", "Monitoreo")
 
-with ui.guarded():
-    color, label, text = ui.BADGES[settings.oppen_env]
+with errors.guarded():
     with st.container(border=True):
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
-        c1.markdown(f"**Conexión con Oppen** · destino {label} ({text})")
+        c1.markdown(f"**Conexión con Oppen** · destino {session.target_text(settings)}")
         if c2.button("Probar conexión", key="probar_conexion"):
-            timing = ui.action(lambda: background.ping(ui.client(settings)))
+            timing = errors.action(lambda: background.ping(session.client(settings)))
             if timing is not None:
-                st.success(f"Conexión correcta con Oppen ({label}): autenticación "
+                st.success(f"Conexión correcta con Oppen ({settings.env_label}): autenticación "
                            f"{timing['auth_ms']:.0f} ms, consulta {timing['query_ms']:.0f} ms.")
 
     period = st.selectbox("Período (día de las facturas)", list(PERIODS), index=1,
@@ -44,11 +43,10 @@ with ui.guarded():
         m1.metric("Enviadas", sent)
         m2.metric("Fallidas", sum(s["fallidas"] for s in stats))
         m3.metric("Pendientes", sum(s["pendientes"] for s in stats))
-        rate_text = f"{100.0 * sent / total:.1f} %".replace(".", ",") if total else "—"
-        m4.metric("Tasa de éxito", rate_text)
+        m4.metric("Tasa de éxito", formats.percent(sent, total))
 
         long = pd.DataFrame(
-            [{"Día": read_models.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
+            [{"Día": formats.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
               "Estado": state, "Facturas": s[key]}
              for s in stats for state, key in SERIES.items()])
         g1, g2 = st.columns(2)
@@ -65,7 +63,7 @@ with ui.guarded():
                 width="stretch")
         with g2:
             st.markdown("**Tasa de éxito por día (%)**")
-            rate = pd.DataFrame([{"Día": read_models.fmt_date(s["fecha"])[:5],
+            rate = pd.DataFrame([{"Día": formats.fmt_date(s["fecha"])[:5],
                                   "orden": s["fecha"].isoformat(),
                                   "Tasa de éxito (%)": s["tasa_exito"]} for s in stats])
             st.altair_chart(
@@ -96,12 +94,14 @@ with ui.guarded():
         st.info("Todavía no hubo sincronizaciones.")
     else:
         st.dataframe(
-            ui.frame([{**r, "inicio": ui.local_dt(r["inicio"]),
-                       "duracion_s": None if r["duracion_s"] is None else round(r["duracion_s"], 1)}
-                      for r in runs],
-                     {"inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
-                      "local": "Local", "fecha": "Día", "estado": "Resultado",
-                      "total": "Facturas", "exitosas": "Enviadas", "fallidas": "Fallidas",
-                      "duracion_s": "Duración (s)", "motivo": "Motivo", "mensaje": "Mensaje"}),
+            tables.frame(
+                [{**r, "inicio": tables.local_dt(r["inicio"]),
+                  "duracion_s": None if r["duracion_s"] is None else round(r["duracion_s"], 1)}
+                 for r in runs],
+                {"inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
+                 "local": "Local", "fecha": "Día", "estado": "Resultado",
+                 "total": "Facturas", "exitosas": "Enviadas", "fallidas": "Fallidas",
+                 "duracion_s": "Duración (s)", "motivo": "Motivo", "mensaje": "Mensaje"}),
             hide_index=True, width="stretch", key="monitoreo_historial",
-            column_config={"Inicio": ui.datetime_column("Inicio"), "Día": ui.date_column("Día")})
+            column_config={"Inicio": tables.datetime_column("Inicio"),
+                           "Día": tables.date_column("Día")})

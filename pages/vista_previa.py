@@ -6,23 +6,23 @@ import json
 
 import streamlit as st
 
-import ui
 from sync import actions
 from sync.state import read_models
+from ui import errors, formats, session, tables
 
-settings, user, engine = ui.open_page(
+settings, user, engine = session.open_page(
     "auditor", "Vista previa",
     "Lo que se enviaría a Oppen para un local y un día, factura por factura. "
     "Esta página no envía nada.")
 
 today = read_models.local_today()
-with ui.guarded():
+with errors.guarded():
     c1, c2 = st.columns(2)
     fecha = c1.date_input("Día", value=today - dt.timedelta(days=1), max_value=today,
                           format="DD/MM/YYYY", key="preview_fecha")
     locales = [r["local"] for r in read_models.day_table(engine, settings, fecha)]
     if not locales:
-        st.info(f"No hay locales con cierres ni facturas el {read_models.fmt_date(fecha)}.")
+        st.info(f"No hay locales con cierres ni facturas el {formats.fmt_date(fecha)}.")
         st.stop()
     local = c2.selectbox("Local", locales, index=None, placeholder="Elegí un local",
                          key="preview_local")
@@ -33,14 +33,14 @@ with ui.guarded():
     result = actions.preview(engine, settings, local, fecha)
     items = result["items"]
     if not items:
-        st.info(f"{local} no tiene facturas para sincronizar el {read_models.fmt_date(fecha)}.")
+        st.info(f"{local} no tiene facturas para sincronizar el {formats.fmt_date(fecha)}.")
         st.stop()
 
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Facturas", result["total"])
     m2.metric("Se enviarían", result["validas"])
     m3.metric("Con datos inválidos", result["invalidas"])
-    m4.metric("Monto a enviar", ui.pesos(result["monto_valido"]))
+    m4.metric("Monto a enviar", formats.pesos(result["monto_valido"]))
     if result["ya_enviadas"]:
         st.info(f"{result['ya_enviadas']} factura(s) ya están en Oppen (o esperan revisión) "
                 "y no se volverían a enviar.")
@@ -48,10 +48,10 @@ with ui.guarded():
         st.warning(f"{result['invalidas']} factura(s) no se pueden enviar hasta corregir sus "
                    "datos en el sistema de facturación (ver columna «Problema»).")
 
-    table = ui.frame(
-        [{**i, "monto": ui.pesos_or_text(i["monto"]),
+    table = tables.frame(
+        [{**i, "monto": formats.pesos_or_text(i["monto"]),
           "valid": "Sí" if i["valid"] else "No",
-          "state": ui.STATE_LABELS.get(i["state"], "Sin sincronizar") if i["state"]
+          "state": formats.STATE_LABELS.get(i["state"], "Sin sincronizar") if i["state"]
           else "Sin sincronizar",
           "problema": "; ".join(f"{p['field']}: {p['reason']}" for p in i["problems"]),
           "official": (i["payload"] or {}).get("OfficialSerNr"),
@@ -72,7 +72,7 @@ with ui.guarded():
                 st.json(item["payload"])
             else:
                 for p in item["problems"]:
-                    st.error(ui.md(f"{p['field']}: {p['reason']}"))
+                    st.error(formats.md(f"{p['field']}: {p['reason']}"))
 
     st.download_button(
         "Descargar JSON", key="preview_descargar",

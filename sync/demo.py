@@ -6,6 +6,7 @@ pending advance). Only ever written to an empty database.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .state import schema
-from .settings import local_today
+from .settings import DEFAULT_DATABASE_URL, Settings, local_today
 
 # local -> (closed?, pending advances, invoices as (tipo, punto_venta, nro, monto))
 YESTERDAY_CASES = {
@@ -36,9 +37,17 @@ YESTERDAY_CASES = {
 LOCALS = list(YESTERDAY_CASES)
 
 
+def wanted(settings: Settings) -> bool:
+    """Demo data goes into an empty database only for the project's default file, or
+    when OPPEN_DEMO_DATA=1 asks for it (the newcomer test uses it on a temp file)."""
+    return (settings.database_url == DEFAULT_DATABASE_URL
+            or os.environ.get("OPPEN_DEMO_DATA", "").strip() == "1")
+
+
 def is_empty(engine: Engine) -> bool:
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(schema.facturas_trns)).scalar() == 0
+        count = sa.select(sa.func.count()).select_from(schema.facturas_trns)
+        return conn.execute(count).scalar() == 0
 
 
 def load_demo(engine: Engine, *, today: dt.date | None = None, days: int = 5,

@@ -1,4 +1,5 @@
-"""Wiring: an engine and an Oppen client from settings, and the embedded sandbox.
+"""Wiring: an engine and an Oppen client from settings, the embedded sandbox, and the
+database made ready for a console process.
 
 With `OPPEN_ENV=sandbox` and no `OPPEN_BASE_URL`, the built-in sandbox is started
 once per process on a free loopback port, with a random password that never leaves
@@ -16,9 +17,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine, make_url
 
+from . import demo
+from .errors import ConfigError
 from .state import schema
 from .oppen.client import OppenClient
-from .settings import PROJECT_DIR, Settings
+from .settings import PROJECT_DIR, Settings, local_today
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,27 @@ _sandbox_password: str | None = None
 
 def open_engine(settings: Settings, **kwargs) -> Engine:
     return schema.make_engine(settings.database_url, **kwargs)
+
+
+def prepare_database(engine: Engine, settings: Settings) -> dict | None:
+    """Make the database ready for a console process; called once per process.
+
+    Creates the tables that are missing (never drops or alters: `schema.init_db`), refuses
+    a database that still lacks the sales system's tables, and fills an empty one with the
+    demo when `demo.wanted(settings)` (the default SQLite file, or OPPEN_DEMO_DATA=1), so
+    a console started by hand comes up with data. Returns what the demo wrote, or None.
+    """
+    demo_data = demo.wanted(settings)
+    schema.init_db(engine, source_tables=True if demo_data else None)
+    missing = schema.check_schema(engine)
+    if missing:
+        raise ConfigError(f"Faltan tablas en la base ({', '.join(missing)}): revisá DATABASE_URL "
+                          "o ejecutá python -m sync init-db")
+    if demo_data and demo.is_empty(engine):
+        result = demo.load_demo(engine, today=local_today())
+        logger.info("Datos de demostración cargados: %s", result)
+        return result
+    return None
 
 
 def sandbox_store(settings: Settings) -> Path:
@@ -49,7 +73,7 @@ def embedded_sandbox(settings: Settings):
             from .sandbox import OppenSandbox
             _sandbox_password = settings.password or secrets.token_urlsafe(16)
             store = sandbox_store(settings)
-            binder.parent.mkdir(parents=True, exist_ok=True)
+            store.parent.mkdir(parents=True, exist_ok=True)
             _sandbox = OppenSandbox(api=settings.api, username=settings.username or "API",
                                     password=_sandbox_password, store_path=str(store)).start()
             logger.info("Sandbox de Oppen iniciado en %s", _sandbox.url)
