@@ -48,6 +48,7 @@ Progress = Callable[[int, int, str | None], None]
 
 FLUSH_EVERY = 64          # outcomes per write transaction, at most
 FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
+LOST_DAY = "No se envió: otra sincronización tomó este local/día"
 
 
 @dataclass
@@ -70,32 +71,83 @@ class Parcel:
     official_sernr: str
     needs_lookup: bool
     amount: Decimal
+    day: tuple[str, dt.date]        # the run's (local, fecha) it belongs to: its lock
+
+
+class Ownership:
+    """Which local/days this run may still send, and until when, as the heartbeat last
+    proved on the database's clock. Checked right before every POST: a run that lost a
+    day (another run took it over) stops sending that day at once and keeps its others;
+    a process that was paused past its lease never posts an invoice it may no longer own
+    (the monotonic clock kept running while it was stopped), until a renewal proves it
+    still holds the day."""
+
+    MARGIN = 0.2    # of the lease: stop trusting a renewal a little before it lapses
+
+    def __init__(self, engine: Engine, owner: str, lease: float,
+                 days: Sequence[tuple[str, dt.date]]):
+        self.engine, self.owner, self.lease = engine, owner, lease
+        self._lock = threading.Lock()
+        self._held = frozenset(days)
+        self._valid_until = time.monotonic() + lease * (1 - self.MARGIN)
+
+    def renew(self) -> runs.Renewal:
+        """Extend the leases now and remember what is still ours. Raises what the database
+        raises."""
+        started = time.monotonic()
+        renewal = runs.renew(self.engine, self.owner, self.lease)
+        with self._lock:
+            self._held = renewal.held
+            # Counted from before the renewal was asked: never later than the database's.
+            self._valid_until = started + self.lease * (1 - self.MARGIN)
+        return renewal
+
+    @property
+    def held(self) -> frozenset:
+        with self._lock:
+            return self._held
+
+    def may_send(self, day: tuple[str, dt.date]) -> bool:
+        with self._lock:
+            if day not in self._held:
+                return False
+            if time.monotonic() < self._valid_until:
+                return True
+        # The last proof is too old (a slow database, or this process was paused):
+        # prove it again before anything goes out.
+        try:
+            self.renew()
+        except Exception:
+            logger.warning("No se pudo confirmar que la sincronización sigue a cargo", exc_info=True)
+            return False
+        with self._lock:
+            return day in self._held and time.monotonic() < self._valid_until
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the run's locks and claims alive every third of the lease, whatever the
-    run is doing (a slow login, a long retry, a busy database). If the locks were
-    taken over, or cannot be renewed for most of a lease, it stops the run's sending:
+    """Keeps the run's locks, claims and row alive every third of the lease, whatever the
+    run is doing (a slow login, a long retry, a busy database). If every day was taken
+    over, or the leases cannot be renewed for most of a lease, it stops the run's sending:
     a run that may no longer own its invoices must not post them."""
 
-    def __init__(self, engine: Engine, owner: str, lease: float, breaker: Breaker):
+    def __init__(self, ownership: Ownership, breaker: Breaker):
         super().__init__(name="oppen-heartbeat", daemon=True)
-        self.engine, self.owner, self.lease, self.breaker = engine, owner, lease, breaker
+        self.ownership, self.breaker = ownership, breaker
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = self.lease / 3
+        lease = self.ownership.lease
         last_ok = time.monotonic()
-        while not self._stop_event.wait(interval):
+        while not self._stop_event.wait(lease / 3):
             try:
-                if runs.renew(self.engine, self.owner, self.lease):
+                if self.ownership.renew().held:
                     last_ok = time.monotonic()
                     continue
                 self.breaker.trip("Se detuvo la sincronización: otra sincronización tomó este local/día")
                 return
             except Exception:  # the database hiccups: retry until the lease is at risk
                 logger.warning("No se pudo renovar la sincronización en curso", exc_info=True)
-                if time.monotonic() - last_ok > self.lease * 0.6:
+                if time.monotonic() - last_ok > lease * 0.6:
                     self.breaker.trip("Se detuvo la sincronización: no se pudo mantener su registro en la base de datos")
                     return
 
@@ -129,7 +181,9 @@ class Exporter:
         self.owner = schema.new_owner()
         self.breaker = Breaker(self.policy.breaker_threshold)
         self.run_id: int | None = None
+        self.ownership: Ownership | None = None
         self.results: dict[int, Outcome] = {}   # state_id -> this run's outcome
+        self.day_of: dict[int, tuple[str, dt.date]] = {}   # state_id -> its (local, fecha)
 
     # -- the flow ---------------------------------------------------------------------
 
@@ -143,7 +197,9 @@ class Exporter:
             days=list(self.request.groups), username=self.request.user,
             reason=self.request.reason, lease=self.settings.lease_seconds, owner=self.owner,
             local=self.request.local, fecha=self.request.fecha)
-        heartbeat = Heartbeat(self.engine, self.owner, self.settings.lease_seconds, self.breaker)
+        self.ownership = Ownership(self.engine, self.owner, self.settings.lease_seconds,
+                                   list(self.request.groups))
+        heartbeat = Heartbeat(self.ownership, self.breaker)
         heartbeat.start()
         summary: dict = {}
         try:
@@ -191,8 +247,10 @@ class Exporter:
         for (local, fecha), facturas in self.request.groups.items():
             if not facturas:
                 logger.warning("⚠️ No se encontraron facturas para %s en %s", local, fecha)
-            registered.extend(binder.register(self.engine, self.settings.target, facturas,
-                                              self.profile, self.today))
+            day = binder.register(self.engine, self.settings.target, facturas, self.profile,
+                                  self.today)
+            self.day_of.update((r.state_id, (local, fecha)) for r in day)
+            registered.extend(day)
         if self.request.only_ids is not None:
             registered = [r for r in registered if r.factura["id"] in self.request.only_ids]
         return registered
@@ -329,7 +387,7 @@ class _Sender:
                                      error=f"Datos inválidos: {mapped.reason}"))
                 continue
             parcels.append(Parcel(reg, mapped.payload, mapped.official_sernr,
-                                  claimed[reg.state_id], mapped.amount))
+                                  claimed[reg.state_id], mapped.amount, x.day_of[reg.state_id]))
         return parcels
 
     def _deliver(self, parcel: Parcel) -> Outcome:
@@ -338,7 +396,7 @@ class _Sender:
             client = self._local.client = self.x.client.clone()
             with self._clients_lock:
                 self._clients.append(client)
-        return deliver(client, parcel, self.x.policy, self.x.breaker)
+        return deliver(client, parcel, self.x.policy, self.x.breaker, self.x.ownership)
 
     def _settle(self, outcome: Outcome, *, write: bool = True) -> None:
         self.x.results[outcome.state_id] = outcome
@@ -383,7 +441,8 @@ class _Sender:
 
 # --- one invoice ---------------------------------------------------------------------------
 
-def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breaker) -> Outcome:
+def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breaker,
+            ownership: Ownership | None = None) -> Outcome:
     """Everything one invoice needs from Oppen in this run; never raises.
 
     What happens after an error is decided by what the error says about Oppen:
@@ -405,6 +464,10 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
         try:
             if out.needs_lookup and _lookup(client, parcel, out):
                 breaker.success()
+                return out
+            if ownership is not None and not ownership.may_send(parcel.day):
+                # Another run has this day now (or this one cannot prove it still does).
+                out.state, out.error = PENDING, LOST_DAY
                 return out
             _post(client, parcel, out)
             breaker.success()

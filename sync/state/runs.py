@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,19 +22,33 @@ from .binder import release_claims
 from .schema import SENDING, db_now, oppen_invoices, oppen_run_locks, oppen_runs
 
 
-def renew(engine: Engine, owner: str, lease: float) -> int:
-    """The run's heartbeat: extend its locks and claims. Returns how many locks it still
-    holds (0: another run took them over, so this one must stop sending)."""
+@dataclass(frozen=True)
+class Renewal:
+    """What a heartbeat learned: the local/days the run still holds, and the database's
+    time when their leases were extended (they last `lease` seconds from then)."""
+    held: frozenset[tuple[str, dt.date]]
+    at: dt.datetime
+
+
+def renew(engine: Engine, owner: str, lease: float) -> Renewal:
+    """The run's heartbeat, on the database's clock: extend its locks, the claims of the
+    days it still holds, and the run row's heartbeat. A day missing from `held` was
+    taken over by another run, and this one must stop sending it."""
     t, L = oppen_invoices, oppen_run_locks
     with engine.begin() as conn:
-        until = db_now(conn) + dt.timedelta(seconds=lease)
-        held = conn.execute(sa.update(L).where(L.c.owner == owner)
-                            .values(lease_until=until)).rowcount
+        now = db_now(conn)
+        until = now + dt.timedelta(seconds=lease)
+        conn.execute(sa.update(L).where(L.c.owner == owner).values(lease_until=until))
+        held = frozenset((r.local, r.fecha) for r in conn.execute(
+            sa.select(L.c.local, L.c.fecha).where(L.c.owner == owner)))
         if held:
-            conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
+            conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING,
+                                            sa.tuple_(t.c.local, t.c.fecha).in_(sorted(held)))
                          .values(claim_until=until))
-    return held
-
+        conn.execute(sa.update(oppen_runs).where(oppen_runs.c.owner == owner,
+                                                 oppen_runs.c.state == schema.RUNNING)
+                     .values(heartbeat_at=now))
+    return Renewal(held, now)
 
 
 def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[str, dt.date]],
@@ -94,7 +109,8 @@ def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: 
         if taken:
             # Its owner is gone: let its in-flight claims be taken over (and looked up).
             t = oppen_invoices
-            conn.execute(sa.update(t).where(t.c.claim_owner == dead_owner, t.c.state == SENDING)
+            conn.execute(sa.update(t).where(t.c.claim_owner == dead_owner, t.c.state == SENDING,
+                                            t.c.local == local, t.c.fecha == fecha)
                          .values(claim_until=now - dt.timedelta(seconds=1)))
             conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == row.run_id,
                                                      oppen_runs.c.state == schema.RUNNING)
@@ -107,9 +123,10 @@ def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: 
                message: str) -> None:
     L = oppen_run_locks
     with engine.begin() as conn:
+        now = db_now(conn)
         release_claims(conn, owner, "No se envió: la sincronización se interrumpió; se verificará en Oppen antes de reenviar")
         conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id).values(
-            state=state, finished_at=schema.utcnow(), total=summary.get("total", 0),
+            state=state, finished_at=now, total=summary.get("total", 0),
             processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),
             fallidas=summary.get("fallidas", 0), current_ref=None, message=message,
             result_json=json.dumps(_short_result(summary), ensure_ascii=False, default=str)))
