@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import re
 import tomllib
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError
-from .mapping import PROFILES, MappingProfile
+from .mapping import PROFILES, MappingProfile, local_key
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS = PROJECT_DIR / ".streamlit" / "secrets.toml"
@@ -103,28 +104,45 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-# Environment variable / secrets key -> (Settings field, parser)
+# --- scalar settings: parse the type here, check the range in `validate` -----------------
+# Ranges live in `validate` (not only in the parsers) so Settings built in code are
+# held to them too. A value that parses but is absurd (a lease of 1e300 seconds) would
+# overflow far from here, mid-run; refusing it at start-up names the setting instead.
+
+def _shown(raw: Any) -> str:
+    return repr(str(raw)[:40])
+
+
 def _positive_float(name: str, raw: Any) -> float:
+    # TOML `true` is an int to Python: float(True) would quietly be 1.0 second.
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise ConfigError(f"{name} debe ser un número mayor que 0 (se recibió {_shown(raw)})")
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} debe ser un número mayor que 0 (se recibió {str(raw)[:40]!r})")
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{name} debe ser un número mayor que 0 (se recibió {str(raw)[:40]!r})")
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name} debe ser un número mayor que 0 "
+                          f"(se recibió {_shown(raw)})") from None
+    if not math.isfinite(value) or not value > 0:
+        raise ConfigError(f"{name} debe ser un número mayor que 0 (se recibió {_shown(raw)})")
     return value
 
 
 def _positive_int(name: str, raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise ConfigError(f"{name} debe ser un entero mayor que 0 (se recibió {_shown(raw)})")
     try:
         value = int(str(raw).strip())
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} debe ser un entero mayor que 0 (se recibió {str(raw)[:40]!r})")
+    except ValueError:  # also a 5,000-digit number: int() refuses it
+        raise ConfigError(f"{name} debe ser un entero mayor que 0 "
+                          f"(se recibió {_shown(raw)})") from None
     if value < 1:
-        raise ConfigError(f"{name} debe ser un entero mayor que 0 (se recibió {value})")
+        raise ConfigError(f"{name} debe ser un entero mayor que 0 (se recibió {_shown(value)})")
     return value
 
 
 def _text(name: str, raw: Any) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise ConfigError(f"{name} debe ser un texto")
     value = str(raw).strip()
     if not value:
         raise ConfigError(f"{name} está vacío")
@@ -148,6 +166,22 @@ _SCALARS = {
     "OPPEN_WEBHOOK_URL": ("webhook_url", _text),
 }
 
+# Settings field -> (setting name, lowest, highest, unit). A lowest of 0 is exclusive
+# (a timeout or a backoff of 0 makes no sense); any other lowest is inclusive.
+_NUMBER_RANGES = {
+    "timeout": ("OPPEN_TIMEOUT", 0, 600, "segundos"),
+    "max_attempts": ("OPPEN_MAX_ATTEMPTS", 1, 20, ""),
+    "backoff_base": ("OPPEN_BACKOFF_BASE", 0, 60, "segundos"),
+    "backoff_cap": ("OPPEN_BACKOFF_CAP", 0, 300, "segundos"),
+    "lease_seconds": ("OPPEN_LEASE_SECONDS", 1, 86_400, "segundos"),
+    "concurrency": ("OPPEN_CONCURRENCY", 1, 64, ""),
+    "breaker_threshold": ("OPPEN_BREAKER_THRESHOLD", 1, 1000, ""),
+}
+# The API project name goes into every URL path: /genericapi/<API>/ ("." or ".." would
+# climb out of it).
+_API_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def read_secrets(path: Path) -> dict:
     if not path.exists():
@@ -159,54 +193,201 @@ def read_secrets(path: Path) -> dict:
         raise ConfigError(f"No se pudo leer {path}: {exc}") from None
 
 
-def _mapping_value(name: str, current: Any, raw: Any) -> Any:
-    """Parse one mapping override to the type of the profile field it replaces."""
-    if isinstance(current, Mapping):
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{name} debe ser un objeto JSON (p. ej. {{\"A\": \"001\"}})")
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{name} debe ser una tabla clave = valor")
-        by_type = not name.lower().endswith("by_local")
-        as_int = name.lower().endswith(("invoice_types", "doc_types"))
-        try:
-            return MappingProxyType({
-                (str(k).strip().upper() if by_type else str(k)): (int(v) if as_int else str(v))
-                for k, v in raw.items()})
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: los valores deben ser enteros") from None
-    if isinstance(current, bool):
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "si", "sí", "yes"):
+# --- the mapping profile ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one MappingProfile field is read and which values make sense.
+
+    kind: "text" | "int" | "bool" | "decimal" | "choice" | "format" | "types" | "locals";
+    per: None (one value), "type" (a table by invoice type) or "local" (by local name).
+    """
+    kind: str
+    low: Any = None
+    high: Any = None
+    per: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+# Codes Oppen keeps (CustCode, Office, ArtCode, label codes) are short; 60 leaves room.
+_CODE = 60
+# A type as facturas_trns holds it; the state table keeps up to 10 characters.
+_TYPE_NAME = re.compile(r"^[A-Z0-9]{1,10}$")
+# The client SerNr is sernr_base + our row id; up to 10**15 leaves room for 9 * 10**18
+# rows below 2**63 (BIGINT), and is the order of magnitude Oppen's own numbers live in
+# (10**10 seen); a larger base is refused by Oppen (RANGEERR4) or overflows BIGINT.
+SERNR_BASE_MAX = 10 ** 15
+PAYMENT_DAYS_MAX = 3650
+
+_MAPPING_RULES: dict[str, _Rule] = {
+    "customer": _Rule("text", 1, _CODE),
+    "customers_by_local": _Rule("text", 1, _CODE, per="local"),
+    "office": _Rule("text", 1, _CODE),
+    "label_format": _Rule("format", 0, 200),
+    "labels_by_local": _Rule("text", 1, _CODE, per="local"),
+    "create_user": _Rule("text", 1, _CODE),
+    "status": _Rule("int", 0, 1),
+    "invoice_types": _Rule("int", 0, 999, per="type"),
+    "art_codes": _Rule("text", 1, _CODE, per="type"),
+    "qty": _Rule("int", 1, 1000),
+    "pos_width": _Rule("int", 1, 8),
+    "number_width": _Rule("int", 1, 12),
+    "price_includes_vat": _Rule("bool"),
+    "vat_rate": _Rule("decimal", 0, 1),
+    "vat_code": _Rule("text", 0, 20),
+    "sernr_mode": _Rule("choice", choices=("client", "server")),
+    "sernr_base": _Rule("int", 1, SERNR_BASE_MAX),
+    "payment_days": _Rule("int", 0, PAYMENT_DAYS_MAX),
+    "due_date_not_past": _Rule("bool"),
+    "voucher_codes": _Rule("text", 1, 20, per="type"),
+    "doc_types": _Rule("int", 0, 999, per="type"),
+    "form_types": _Rule("text", 1, 20, per="type"),
+    "send_to_official_sernr": _Rule("bool"),
+    "send_invoice_date": _Rule("bool"),
+    "allow_zero_amount": _Rule("bool"),
+    "offices": _Rule("text", 1, _CODE, per="type"),
+    "vat_codes": _Rule("text", 0, 20, per="type"),
+    "price_includes_vat_by_type": _Rule("bool", per="type"),
+    "pos_widths": _Rule("int", 1, 8, per="type"),
+    "number_widths": _Rule("int", 1, 12, per="type"),
+    "send_types": _Rule("types"),
+    "excluded_locals": _Rule("locals", 1, 200),
+}
+
+_TRUE = ("1", "true", "si", "sí", "yes")
+_FALSE = ("0", "false", "no")
+
+
+def _one_value(name: str, rule: _Rule, raw: Any) -> Any:
+    """One value of a mapping field, typed and within its range, or a ConfigError."""
+    if raw is None:
+        raise ConfigError(f"{name}: falta el valor (null)")
+    if rule.kind == "bool":
+        text = str(raw).strip().lower() if isinstance(raw, (str, int)) else ""
+        if text in _TRUE:
             return True
-        if text in ("0", "false", "no"):
+        if text in _FALSE:
             return False
-        raise ConfigError(f"{name} debe ser true o false (se recibió {str(raw)[:40]!r})")
-    if isinstance(current, int):
+        raise ConfigError(f"{name} debe ser true o false (se recibió {_shown(raw)})")
+    if rule.kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise ConfigError(f"{name} debe ser un entero (se recibió {_shown(raw)})")
         try:
-            return int(str(raw).strip())
+            value = int(str(raw).strip())
         except ValueError:
-            raise ConfigError(f"{name} debe ser un entero (se recibió {str(raw)[:40]!r})")
-    if isinstance(current, Decimal):
+            raise ConfigError(f"{name} debe ser un entero (se recibió {_shown(raw)})") from None
+        if not rule.low <= value <= rule.high:
+            raise ConfigError(f"{name} debe estar entre {rule.low} y {rule.high} "
+                              f"(se recibió {_shown(value)})")
+        return value
+    if rule.kind == "decimal":
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float, Decimal)):
+            raise ConfigError(f"{name} debe ser un número (se recibió {_shown(raw)})")
         try:
-            return Decimal(str(raw).strip())
+            value = Decimal(str(raw).strip())
         except InvalidOperation:
-            raise ConfigError(f"{name} debe ser un número (se recibió {str(raw)[:40]!r})")
-    return str(raw)
-
-
-def _merged(profile: MappingProfile, key: str, value: Any) -> Any:
-    """A table given in the configuration changes only the keys it names: setting
-    art_codes for A alone must not leave B, Z and CC without one."""
-    current = getattr(profile, key)
-    if isinstance(current, Mapping) and isinstance(value, Mapping):
-        return MappingProxyType({**current, **value})
+            raise ConfigError(f"{name} debe ser un número (se recibió {_shown(raw)})") from None
+        if not (value.is_finite() and rule.low <= value < rule.high):
+            raise ConfigError(f"{name} debe estar entre {rule.low} y {rule.high} "
+                              f"(p. ej. 0.21; se recibió {_shown(raw)})")
+        return value
+    # Text of some kind. TOML numbers are accepted as their text (office = 200).
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise ConfigError(f"{name} debe ser un texto (se recibió {_shown(raw)})")
+    value = str(raw) if rule.kind == "format" else str(raw).strip()
+    if _CONTROL.search(value):
+        raise ConfigError(f"{name} tiene caracteres de control (saltos de línea, tabulaciones)")
+    if rule.kind == "choice":
+        if value not in rule.choices:
+            raise ConfigError(f"{name} debe ser {' o '.join(repr(c) for c in rule.choices)} "
+                              f"(se recibió {_shown(value)})")
+        return value
+    if not rule.low <= len(value) <= rule.high:
+        what = "no puede estar vacío" if not value else f"tiene más de {rule.high} caracteres"
+        raise ConfigError(f"{name} {what}")
+    if rule.kind == "format" and value and "{local}" not in value:
+        raise ConfigError(f"{name}: label_format debe contener {{local}} "
+                          "(o estar vacío para usar labels_by_local)")
     return value
 
 
+def _as_json(name: str, raw: Any, example: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise ConfigError(f"{name} debe ser JSON (p. ej. {example})") from None
+
+
+def _type_name(name: str, raw: Any) -> str:
+    text = isinstance(raw, (str, int)) and not isinstance(raw, bool)
+    value = str(raw).strip().upper() if text else ""
+    if not _TYPE_NAME.fullmatch(value):
+        raise ConfigError(f"{name}: {_shown(raw)} no es un tipo de factura (p. ej. A, B, Z, CC)")
+    return value
+
+
+def _mapping_value(name: str, key: str, raw: Any) -> Any:
+    """Parse one mapping setting (from secrets.toml or OPPEN_MAPPING_<FIELD>) to its type."""
+    rule = _MAPPING_RULES[key]
+    if rule.kind in ("types", "locals"):
+        if isinstance(raw, str) and not raw.strip().startswith(("[", "{")):
+            raw = [part for part in raw.split(",") if part.strip()]  # "A,B,Z"
+        raw = _as_json(name, raw, '["A", "B", "Z"]')
+        if not isinstance(raw, (list, tuple)):
+            raise ConfigError(f"{name} debe ser una lista (p. ej. [\"A\", \"B\", \"Z\"])")
+        if rule.kind == "types":
+            return tuple(dict.fromkeys(_type_name(name, t) for t in raw))
+        return tuple(_one_value(name, _Rule("text", rule.low, rule.high), v) for v in raw)
+    if rule.per is None:
+        return _one_value(name, rule, raw)
+    raw = _as_json(name, raw, '{"A": "001"}')
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name} debe ser una tabla clave = valor (en el entorno, un objeto "
+                          "JSON como {\"A\": \"001\"})")
+    table: dict[str, Any] = {}
+    for k, v in raw.items():
+        if rule.per == "type":
+            k = _type_name(name, k)
+        else:
+            k = str(k).strip()
+            if not k:
+                raise ConfigError(f"{name}: hay un local sin nombre")
+        shown = f"{name} [{k[:40]!r}]"
+        if v is None:
+            # JSON null / a missing value: refused here so "None" never reaches Oppen.
+            raise ConfigError(f"{shown}: el valor está vacío (null); poné el código o "
+                              "quitá la entrada")
+        table[k] = _one_value(shown, rule, v)
+    return MappingProxyType(table)
+
+
+def _check_locals_unique(name: str, table: Mapping[str, Any]) -> None:
+    """"Tostado" and "TOSTADO " are one local to MariaDB: two codes for it are a mistake."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for k, v in table.items():
+        key = local_key(k)
+        if key in seen and seen[key][1] != v:
+            raise ConfigError(f"{name}: {seen[key][0][:40]!r} y {k[:40]!r} son el mismo local "
+                              "(no se distinguen mayúsculas ni espacios) con valores distintos")
+        seen.setdefault(key, (k, v))
+
+
+def _merged(current: Any, value: Any, per: str | None) -> Any:
+    """A table given in the configuration changes only the keys it names: setting
+    art_codes for A alone must not leave B, Z and CC without one. By local, the keys
+    compare as MariaDB does (`local_key`), so "MATRIZ" replaces "Matriz"."""
+    if per is None or not isinstance(current, Mapping):
+        return value
+    if per == "local":
+        replaced = {local_key(k) for k in value}
+        current = {k: v for k, v in current.items() if local_key(k) not in replaced}
+    return MappingProxyType({**current, **value})
+
+
 _MAPPING_FIELDS = {f.name for f in dataclasses.fields(MappingProfile)} - {"name"}
+assert _MAPPING_FIELDS == set(_MAPPING_RULES), "every mapping field needs a rule"
 
 
 def _load_mapping(secrets: Mapping, environ: Mapping[str, str]) -> MappingProfile:
@@ -219,27 +400,29 @@ def _load_mapping(secrets: Mapping, environ: Mapping[str, str]) -> MappingProfil
                           f"(se recibió {profile_name[:40]!r})")
     profile = PROFILES[profile_name]
     changes: dict[str, Any] = {}
+    sources: list[tuple[str, str, Any]] = []
     for key, raw in table.items():
         if key == "profile":
             continue
         if key not in _MAPPING_FIELDS:
             raise ConfigError(f"[mapping] {key}: no es un ajuste del mapeo "
                               f"(válidos: {', '.join(sorted(_MAPPING_FIELDS))})")
-        changes[key] = _merged(profile, key, _mapping_value(f"[mapping] {key}",
-                                                            getattr(profile, key), raw))
-    for key in _MAPPING_FIELDS:
+        sources.append((f"[mapping] {key}", key, raw))
+    for key in sorted(_MAPPING_FIELDS):
         env_name = f"OPPEN_MAPPING_{key.upper()}"
         if env_name in environ:
-            changes[key] = _merged(profile, key, _mapping_value(env_name, getattr(profile, key),
-                                                                environ[env_name]))
-    profile = profile.replace(**changes)
-    if profile.sernr_mode not in ("client", "server"):
-        raise ConfigError("sernr_mode debe ser 'client' o 'server'")
-    if not 1 <= profile.pos_width <= 8 or not 1 <= profile.number_width <= 12:
-        raise ConfigError("pos_width debe estar entre 1 y 8 y number_width entre 1 y 12")
-    if "{local}" not in profile.label_format and profile.label_format:
-        raise ConfigError("label_format debe contener {local} (o estar vacío para usar labels_by_local)")
-    return profile
+            sources.append((f"{env_name} ({key})", key, environ[env_name]))
+    # The environment comes after the file, so it wins key by key over both the
+    # profile and the file.
+    for name, key, raw in sources:
+        value, per = _mapping_value(name, key, raw), _MAPPING_RULES[key].per
+        if per == "local":
+            # Here, not in `_check_mapping_ranges`: two spellings of one local in the
+            # host's labels table are a data problem that maps those rows as invalid,
+            # not a reason to stop the console.
+            _check_locals_unique(name, value)
+        changes[key] = _merged(changes.get(key, getattr(profile, key)), value, per)
+    return profile.replace(**changes)
 
 
 def _load_users(secrets: Mapping) -> Mapping[str, User]:
@@ -279,7 +462,50 @@ def load_settings(environ: Mapping[str, str] | None = None,
     return validate(settings)
 
 
+def _url_parts(name: str, url: str):
+    """urlsplit, with every way a URL can be malformed turned into one Spanish line.
+
+    The message never repeats the URL: it may carry a password (ftp://u:CLAVE@host) or,
+    for a webhook, be the secret itself.
+    """
+    if _CONTROL.search(url) or " " in url:
+        raise ConfigError(f"{name} no es una URL válida (tiene espacios o caracteres de control)")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError for a port out of range or not a number)
+    except ValueError:
+        raise ConfigError(f"{name} no es una URL válida (revisá los corchetes de la "
+                          "dirección IPv6 y el puerto)") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ConfigError(f"{name} debe ser una URL http(s)://host "
+                          f"(se recibió el esquema {parts.scheme[:10]!r})" if parts.scheme
+                          else f"{name} debe ser una URL http(s)://host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} no debe llevar usuario ni clave en la URL"
+                          + (" (usá OPPEN_USERNAME y OPPEN_PASSWORD)"
+                             if name == "OPPEN_BASE_URL" else ""))
+    return parts
+
+
+def _check_numbers(settings: Settings) -> None:
+    for attr, (name, low, high, unit) in _NUMBER_RANGES.items():
+        value = getattr(settings, attr)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} debe ser un número")
+        exclusive = low == 0
+        too_low = value <= low if exclusive else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            lowest = f"mayor que {low}" if exclusive else f"al menos {low}"
+            raise ConfigError(f"{name} debe ser {lowest} y como máximo {high:g}"
+                              f"{' ' + unit if unit else ''} (se recibió {_shown(value)})")
+
+
 def validate(settings: Settings) -> Settings:
+    """Every setting within a range that makes sense, before anything is sent.
+
+    Called by `load_settings`, and by whoever builds Settings in code.
+    """
     if settings.oppen_env not in ENVIRONMENTS:
         raise ConfigError(f"OPPEN_ENV debe ser sandbox, test o production "
                           f"(se recibió {settings.oppen_env[:40]!r})")
@@ -292,11 +518,14 @@ def validate(settings: Settings) -> Settings:
     if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
         raise ConfigError(f"DATABASE_URL: solo se admiten SQLite y MySQL/MariaDB "
                           f"(se recibió {url.get_backend_name()!r})")
+    if not _API_NAME.fullmatch(settings.api or ""):
+        raise ConfigError("OPPEN_API debe ser el nombre del proyecto de API: letras, números, "
+                          f"'.', '_' o '-', hasta 64 (se recibió {_shown(settings.api)})")
     base_url = settings.base_url or ENVIRONMENTS[settings.oppen_env]
     if base_url:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"OPPEN_BASE_URL debe ser una URL http(s) (se recibió {base_url[:80]!r})")
+        parts = _url_parts("OPPEN_BASE_URL", base_url)
+        if parts.query or parts.fragment:
+            raise ConfigError("OPPEN_BASE_URL no debe tener ?consulta ni #fragmento")
         if parts.scheme != "https" and parts.hostname not in LOOPBACK:
             raise ConfigError("OPPEN_BASE_URL debe usar https:// (sin cifrado solo se admite "
                               "127.0.0.1 o localhost)")
@@ -316,25 +545,51 @@ def validate(settings: Settings) -> Settings:
                 raise ConfigError(f"Falta {name} para el entorno {settings.oppen_env} "
                                   "(en .streamlit/secrets.toml o en el entorno)")
     if settings.webhook_url:
-        parts = urlsplit(settings.webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("OPPEN_WEBHOOK_URL debe ser una URL http(s)")
-    if settings.max_attempts > 20:
-        raise ConfigError("OPPEN_MAX_ATTEMPTS no puede ser mayor que 20")
-    if settings.concurrency > 64:
-        raise ConfigError("OPPEN_CONCURRENCY no puede ser mayor que 64")
-    if settings.lease_seconds < 1:
-        raise ConfigError("OPPEN_LEASE_SECONDS debe ser al menos 1")
+        parts = _url_parts("OPPEN_WEBHOOK_URL", settings.webhook_url)
+        # The webhook's path is its secret: it travels encrypted or stays on this machine.
+        if parts.scheme != "https" and parts.hostname not in LOOPBACK:
+            raise ConfigError("OPPEN_WEBHOOK_URL debe usar https:// (sin cifrado solo se admite "
+                              "127.0.0.1 o localhost)")
+    _check_numbers(settings)
     _check_mapping_ranges(settings.mapping)
     return settings
 
 
+def _both(key: str) -> str:
+    """A mapping field by both its names: a check on the whole profile does not know
+    whether the value came from secrets.toml or from the environment."""
+    return f"[mapping] {key} (OPPEN_MAPPING_{key.upper()})"
+
+
 def _check_mapping_ranges(profile: MappingProfile) -> None:
-    if not (profile.vat_rate.is_finite() and 0 <= profile.vat_rate < 1):
-        raise ConfigError("[mapping] vat_rate debe estar entre 0 y 1 (p. ej. 0.21)")
-    if profile.qty < 1:
-        raise ConfigError("[mapping] qty debe ser al menos 1")
-    if profile.payment_days < 0:
-        raise ConfigError("[mapping] payment_days no puede ser negativo")
-    if profile.sernr_base < 1:
-        raise ConfigError("[mapping] sernr_base debe ser mayor que 0")
+    """The profile as a whole, however it was built (configuration or code).
+
+    Each field again through its rule (a profile built in code never met the parser),
+    then what involves several fields: types named in per-type tables and send_types
+    must be types the profile knows.
+    """
+    for key, rule in _MAPPING_RULES.items():
+        name, value = f"[mapping] {key}", getattr(profile, key)
+        if rule.kind in ("types", "locals") or rule.per is not None:
+            _mapping_value(name, key, list(value) if rule.kind in ("types", "locals")
+                           else dict(value))
+        else:
+            _one_value(name, rule, value)
+    known = set(profile.invoice_types)
+    for key, rule in _MAPPING_RULES.items():
+        if rule.per == "type":
+            unknown = sorted(set(getattr(profile, key)) - known)
+            if unknown:
+                raise ConfigError(f"{_both(key)}: tipo(s) desconocido(s) {', '.join(unknown)} "
+                                  f"(los tipos son los de invoice_types: "
+                                  f"{', '.join(sorted(known))})")
+    missing_art = sorted(known - set(profile.art_codes))
+    if missing_art:
+        raise ConfigError(f"{_both('art_codes')}: falta el artículo de {', '.join(missing_art)}")
+    if not profile.send_types:
+        raise ConfigError(f"{_both('send_types')} no puede estar vacío (nombrá los tipos que "
+                          "se envían, p. ej. [\"A\", \"B\", \"Z\"])")
+    unknown = [t for t in profile.send_types if t not in known]
+    if unknown:
+        raise ConfigError(f"{_both('send_types')}: tipo(s) desconocido(s) {', '.join(unknown)} "
+                          f"(los tipos son los de invoice_types: {', '.join(sorted(known))})")

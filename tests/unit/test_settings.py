@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import textwrap
+from decimal import Decimal
 
 import bcrypt
 import pytest
@@ -405,3 +406,318 @@ def test_target_includes_the_api_project(missing):
     b = load_settings(environ={"OPPEN_ENV": "test", "OPPEN_API": "OtraApi", **CREDS},
                       secrets_path=missing)
     assert a.target != b.target
+
+
+# --- every setting within a range, refused with one Spanish line naming it ------------------
+
+@pytest.mark.parametrize("environ, name", [
+    ({"OPPEN_MAPPING_PAYMENT_DAYS": "99999999"}, "OPPEN_MAPPING_PAYMENT_DAYS"),
+    ({"OPPEN_MAPPING_PAYMENT_DAYS": "-1"}, "OPPEN_MAPPING_PAYMENT_DAYS"),
+    ({"OPPEN_LEASE_SECONDS": "1e300"}, "OPPEN_LEASE_SECONDS"),
+    ({"OPPEN_LEASE_SECONDS": "0.5"}, "OPPEN_LEASE_SECONDS"),
+    ({"OPPEN_TIMEOUT": "1e300"}, "OPPEN_TIMEOUT"),
+    ({"OPPEN_TIMEOUT": "1e400"}, "OPPEN_TIMEOUT"),
+    ({"OPPEN_TIMEOUT": "-inf"}, "OPPEN_TIMEOUT"),
+    ({"OPPEN_TIMEOUT": "true"}, "OPPEN_TIMEOUT"),
+    ({"OPPEN_MAPPING_SERNR_BASE": "9223372036854775807"}, "OPPEN_MAPPING_SERNR_BASE"),
+    ({"OPPEN_MAPPING_SERNR_BASE": "1000000000000001"}, "OPPEN_MAPPING_SERNR_BASE"),
+    ({"OPPEN_MAPPING_SERNR_BASE": "0"}, "OPPEN_MAPPING_SERNR_BASE"),
+    ({"OPPEN_MAPPING_LABELS_BY_LOCAL": '{"CG": null}'}, "OPPEN_MAPPING_LABELS_BY_LOCAL"),
+    ({"OPPEN_MAPPING_LABELS_BY_LOCAL": '{"CG": ""}'}, "OPPEN_MAPPING_LABELS_BY_LOCAL"),
+    ({"OPPEN_MAPPING_LABELS_BY_LOCAL": '{"CG": ["X"]}'}, "OPPEN_MAPPING_LABELS_BY_LOCAL"),
+    ({"OPPEN_MAPPING_LABELS_BY_LOCAL": '{"  ": "X"}'}, "OPPEN_MAPPING_LABELS_BY_LOCAL"),
+    ({"OPPEN_MAPPING_CUSTOMERS_BY_LOCAL": '{"CG": null}'}, "OPPEN_MAPPING_CUSTOMERS_BY_LOCAL"),
+    ({"OPPEN_BACKOFF_BASE": "1e6"}, "OPPEN_BACKOFF_BASE"),
+    ({"OPPEN_BACKOFF_BASE": "61"}, "OPPEN_BACKOFF_BASE"),
+    ({"OPPEN_BACKOFF_BASE": "-0.5"}, "OPPEN_BACKOFF_BASE"),
+    ({"OPPEN_BACKOFF_CAP": "301"}, "OPPEN_BACKOFF_CAP"),
+    ({"OPPEN_BACKOFF_CAP": "nan"}, "OPPEN_BACKOFF_CAP"),
+    ({"OPPEN_CONCURRENCY": "65"}, "OPPEN_CONCURRENCY"),
+    ({"OPPEN_CONCURRENCY": "-4"}, "OPPEN_CONCURRENCY"),
+    ({"OPPEN_BREAKER_THRESHOLD": "0"}, "OPPEN_BREAKER_THRESHOLD"),
+    ({"OPPEN_BREAKER_THRESHOLD": "1001"}, "OPPEN_BREAKER_THRESHOLD"),
+    ({"OPPEN_BREAKER_THRESHOLD": "1e3"}, "OPPEN_BREAKER_THRESHOLD"),
+    ({"OPPEN_MAX_ATTEMPTS": "9" * 5000}, "OPPEN_MAX_ATTEMPTS"),
+    ({"OPPEN_API": "../../admin"}, "OPPEN_API"),
+    ({"OPPEN_API": "Api Ng"}, "OPPEN_API"),
+    ({"OPPEN_API": ".."}, "OPPEN_API"),
+    ({"OPPEN_MAPPING_STATUS": "2"}, "OPPEN_MAPPING_STATUS"),
+    ({"OPPEN_MAPPING_QTY": "0"}, "OPPEN_MAPPING_QTY"),
+    ({"OPPEN_MAPPING_QTY": "1000000"}, "OPPEN_MAPPING_QTY"),
+    ({"OPPEN_MAPPING_NUMBER_WIDTH": "13"}, "OPPEN_MAPPING_NUMBER_WIDTH"),
+    ({"OPPEN_MAPPING_VAT_RATE": "nan"}, "OPPEN_MAPPING_VAT_RATE"),
+    ({"OPPEN_MAPPING_VAT_RATE": "-0.21"}, "OPPEN_MAPPING_VAT_RATE"),
+    ({"OPPEN_MAPPING_VAT_RATE": "21"}, "OPPEN_MAPPING_VAT_RATE"),
+    ({"OPPEN_MAPPING_VAT_RATE": "Infinity"}, "OPPEN_MAPPING_VAT_RATE"),
+    ({"OPPEN_MAPPING_OFFICE": ""}, "OPPEN_MAPPING_OFFICE"),
+    ({"OPPEN_MAPPING_OFFICE": "1" * 61}, "OPPEN_MAPPING_OFFICE"),
+    ({"OPPEN_MAPPING_CUSTOMER": "C0\n0001"}, "OPPEN_MAPPING_CUSTOMER"),
+    ({"OPPEN_MAPPING_SEND_INVOICE_DATE": "verdadero"}, "OPPEN_MAPPING_SEND_INVOICE_DATE"),
+    ({"OPPEN_MAPPING_ALLOW_ZERO_AMOUNT": "2"}, "OPPEN_MAPPING_ALLOW_ZERO_AMOUNT"),
+    ({"OPPEN_MAPPING_PRICE_INCLUDES_VAT_BY_TYPE": '{"CC": "quizas"}'},
+     "OPPEN_MAPPING_PRICE_INCLUDES_VAT_BY_TYPE"),
+    ({"OPPEN_MAPPING_POS_WIDTHS": '{"CC": 9}'}, "OPPEN_MAPPING_POS_WIDTHS"),
+    ({"OPPEN_MAPPING_NUMBER_WIDTHS": '{"CC": 0}'}, "OPPEN_MAPPING_NUMBER_WIDTHS"),
+    ({"OPPEN_MAPPING_OFFICES": '{"D": "200"}'}, "OPPEN_MAPPING_OFFICES"),
+    ({"OPPEN_MAPPING_OFFICES": '{"": "200"}'}, "OPPEN_MAPPING_OFFICES"),
+    ({"OPPEN_MAPPING_OFFICES": '["200"]'}, "OPPEN_MAPPING_OFFICES"),
+    ({"OPPEN_MAPPING_VAT_CODES": '{"CC": null}'}, "OPPEN_MAPPING_VAT_CODES"),
+    ({"OPPEN_MAPPING_SEND_TYPES": "A,B,X"}, "OPPEN_MAPPING_SEND_TYPES"),
+    ({"OPPEN_MAPPING_SEND_TYPES": "[]"}, "OPPEN_MAPPING_SEND_TYPES"),
+    ({"OPPEN_MAPPING_SEND_TYPES": '{"A": 1}'}, "OPPEN_MAPPING_SEND_TYPES"),
+    ({"OPPEN_MAPPING_SEND_TYPES": '["A", null]'}, "OPPEN_MAPPING_SEND_TYPES"),
+    ({"OPPEN_MAPPING_EXCLUDED_LOCALS": '["CG", null]'}, "OPPEN_MAPPING_EXCLUDED_LOCALS"),
+    ({"OPPEN_MAPPING_EXCLUDED_LOCALS": '["CG", "  "]'}, "OPPEN_MAPPING_EXCLUDED_LOCALS"),
+    ({"OPPEN_MAPPING_EXCLUDED_LOCALS": '{"CG": true}'}, "OPPEN_MAPPING_EXCLUDED_LOCALS"),
+    ({"OPPEN_WEBHOOK_URL": "http://hooks.example.com/services/SECRETO"}, "OPPEN_WEBHOOK_URL"),
+    ({"OPPEN_WEBHOOK_URL": "https://[::1/x"}, "OPPEN_WEBHOOK_URL"),
+    ({"OPPEN_BASE_URL": "http://127.0.0.1:99999", **CREDS}, "OPPEN_BASE_URL"),
+    ({"OPPEN_BASE_URL": "http://127.0.0.1:puerto", **CREDS}, "OPPEN_BASE_URL"),
+    ({"OPPEN_BASE_URL": "http://127.0.0.1:8765/?x=1", **CREDS}, "OPPEN_BASE_URL"),
+    ({"OPPEN_BASE_URL": "http://127.0.0.1:8765/ x", **CREDS}, "OPPEN_BASE_URL"),
+])
+def test_out_of_range_value_names_the_setting(missing, environ, name):
+    message = refused(environ, missing)
+    assert name in message
+    assert "Error inesperado" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["ftp://u:SECRETO@host", "https://u:SECRETO@ngprueba.oppen.io",
+                                 "http://u:SECRETO@127.0.0.1:8765", "https://:SECRETO@[::1",
+                                 "gopher://SECRETO"])
+def test_base_url_with_credentials_never_shows_them(missing, url):
+    message = refused({"OPPEN_ENV": "test", "OPPEN_BASE_URL": url, **CREDS}, missing)
+    assert "OPPEN_BASE_URL" in message
+    assert "SECRETO" not in message
+
+
+def test_webhook_url_is_never_shown(missing):
+    for url in ("http://hooks.example.com/services/SECRETO", "ftp://hooks/SECRETO",
+                "https://[hooks/SECRETO"):
+        message = refused({"OPPEN_WEBHOOK_URL": url}, missing)
+        assert "OPPEN_WEBHOOK_URL" in message and "SECRETO" not in message
+
+
+def test_malformed_base_url_is_a_spanish_line_not_an_unexpected_error(missing):
+    message = refused({"OPPEN_BASE_URL": "http://[::1", **CREDS}, missing)
+    assert message.startswith("OPPEN_BASE_URL no es una URL válida")
+    assert "ValueError" not in message
+
+
+@pytest.mark.parametrize("toml, name", [
+    ("OPPEN_TIMEOUT = true\n", "OPPEN_TIMEOUT"),
+    ("OPPEN_TIMEOUT = nan\n", "OPPEN_TIMEOUT"),
+    ("OPPEN_TIMEOUT = inf\n", "OPPEN_TIMEOUT"),
+    ("OPPEN_TIMEOUT = -inf\n", "OPPEN_TIMEOUT"),
+    ("OPPEN_LEASE_SECONDS = 1e300\n", "OPPEN_LEASE_SECONDS"),
+    ("OPPEN_MAX_ATTEMPTS = true\n", "OPPEN_MAX_ATTEMPTS"),
+    ("OPPEN_MAX_ATTEMPTS = 2.0\n", "OPPEN_MAX_ATTEMPTS"),
+    ("OPPEN_CONCURRENCY = [4]\n", "OPPEN_CONCURRENCY"),
+    ("OPPEN_API = true\n", "OPPEN_API"),
+    ("OPPEN_USERNAME = [\"API\"]\n", "OPPEN_USERNAME"),
+    ("[mapping]\npayment_days = 99999999\n", "payment_days"),
+    ("[mapping]\npayment_days = true\n", "payment_days"),
+    ("[mapping]\nsernr_base = 9223372036854775807\n", "sernr_base"),
+    ("[mapping]\nprice_includes_vat = 2\n", "price_includes_vat"),
+    ("[mapping]\nprice_includes_vat = 1.0\n", "price_includes_vat"),
+    ("[mapping]\nvat_rate = nan\n", "vat_rate"),
+    ("[mapping]\nvat_rate = true\n", "vat_rate"),
+    ("[mapping]\noffice = true\n", "office"),
+    ("[mapping]\noffice = 1.5\n", "office"),
+    ("[mapping]\nstatus = 1.0\n", "status"),
+    ("[mapping]\nlabels_by_local = { CG = \"\" }\n", "labels_by_local"),
+    ("[mapping]\nlabels_by_local = { CG = { x = 1 } }\n", "labels_by_local"),
+    ("[mapping]\nlabels_by_local = { Tostado = \"T1\", TOSTADO = \"T2\" }\n", "labels_by_local"),
+    ("[mapping]\ncustomers_by_local = { MATRIZ = \"A\", \" matriz\" = \"B\" }\n",
+     "customers_by_local"),
+    ("[mapping]\nvoucher_codes = { A = \"001\", Q = \"999\" }\n", "voucher_codes"),
+    ("[mapping]\ninvoice_types = { A = -1 }\n", "invoice_types"),
+    ("[mapping]\ninvoice_types = { M = 0 }\n", "art_codes"),
+    ("[mapping]\nsend_types = []\n", "send_types"),
+    ("[mapping]\nsend_types = \"A;B\"\n", "send_types"),
+    ("[mapping]\nsend_types = [\"A\", \"Factura B\"]\n", "send_types"),
+    ("[mapping]\nexcluded_locals = [\"CG\", 3.5]\n", "excluded_locals"),
+    ("[mapping]\nexcluded_locals = [\"CG\", \"\"]\n", "excluded_locals"),
+])
+def test_bad_value_in_the_file_names_the_setting(secrets_file, toml, name):
+    message = refused({}, secrets_file(toml))
+    assert name in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("environ", [
+    {"OPPEN_TIMEOUT": "600", "OPPEN_BACKOFF_BASE": "60", "OPPEN_BACKOFF_CAP": "300",
+     "OPPEN_LEASE_SECONDS": "86400", "OPPEN_BREAKER_THRESHOLD": "1000",
+     "OPPEN_MAX_ATTEMPTS": "20", "OPPEN_CONCURRENCY": "64"},
+    {"OPPEN_TIMEOUT": "0.3", "OPPEN_BACKOFF_BASE": "0.001", "OPPEN_BACKOFF_CAP": "0.01",
+     "OPPEN_LEASE_SECONDS": "1", "OPPEN_BREAKER_THRESHOLD": "1", "OPPEN_MAX_ATTEMPTS": "1",
+     "OPPEN_CONCURRENCY": "1"},
+    {"OPPEN_MAPPING_SERNR_BASE": str(10 ** 15), "OPPEN_MAPPING_PAYMENT_DAYS": "3650",
+     "OPPEN_MAPPING_QTY": "1000", "OPPEN_MAPPING_VAT_RATE": "0"},
+    {"OPPEN_MAPPING_SERNR_BASE": "1", "OPPEN_MAPPING_PAYMENT_DAYS": "0",
+     "OPPEN_MAPPING_STATUS": "1", "OPPEN_API": "Api_Ng-2.v1"},
+    {"OPPEN_WEBHOOK_URL": "http://127.0.0.1:9000/hook"},
+    {"OPPEN_BASE_URL": "http://[::1]:8765/", **CREDS},
+])
+def test_values_at_the_edges_of_their_range_are_accepted(missing, environ):
+    load_settings(environ=environ, secrets_path=missing)
+
+
+def test_sernr_base_plus_row_ids_stays_below_bigint(missing):
+    from sync.settings import SERNR_BASE_MAX
+    s = load_settings(environ={"OPPEN_MAPPING_SERNR_BASE": str(SERNR_BASE_MAX)},
+                      secrets_path=missing)
+    assert s.mapping.sernr_base + 2 ** 62 < 2 ** 63
+
+
+def test_validate_refuses_absurd_values_in_settings_built_in_code():
+    from sync.settings import Settings, validate
+    for changes, name in [({"timeout": 1e300}, "OPPEN_TIMEOUT"),
+                          ({"lease_seconds": float("nan")}, "OPPEN_LEASE_SECONDS"),
+                          ({"backoff_cap": float("inf")}, "OPPEN_BACKOFF_CAP"),
+                          ({"backoff_base": 0.0}, "OPPEN_BACKOFF_BASE"),
+                          ({"timeout": 0}, "OPPEN_TIMEOUT"),
+                          ({"max_attempts": 0}, "OPPEN_MAX_ATTEMPTS"),
+                          ({"concurrency": True}, "OPPEN_CONCURRENCY"),
+                          ({"api": ""}, "OPPEN_API")]:
+        with pytest.raises(ConfigError) as info:
+            validate(Settings(**changes))
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("profile, name", [
+    (REAL_PROFILE.replace(labels_by_local={"CG": None}), "labels_by_local"),
+    (REAL_PROFILE.replace(payment_days=10 ** 8), "payment_days"),
+    (REAL_PROFILE.replace(sernr_base=2 ** 63 - 1), "sernr_base"),
+    (REAL_PROFILE.replace(send_types=("A", "X")), "send_types"),
+    (REAL_PROFILE.replace(send_types=()), "send_types"),
+    (REAL_PROFILE.replace(offices={"X": "1"}), "offices"),
+    (REAL_PROFILE.replace(vat_rate=Decimal("NaN")), "vat_rate"),
+    (REAL_PROFILE.replace(excluded_locals=("CG", None)), "excluded_locals"),
+])
+def test_validate_refuses_bad_profiles_built_in_code(profile, name):
+    from sync.settings import Settings, validate
+    with pytest.raises(ConfigError) as info:
+        validate(Settings(mapping=profile))
+    assert name in str(info.value)
+
+
+def test_validate_accepts_both_shipped_profiles():
+    from sync.settings import Settings, validate
+    for profile in (SEED_PROFILE, REAL_PROFILE, REAL_PROFILE.with_labels({"Tostado": "T1"}),
+                    # Two spellings in the host's table: those rows map as invalid, the
+                    # settings stay valid.
+                    REAL_PROFILE.with_labels([("Tostado", "T1"), ("TOSTADO", "T2")])):
+        assert validate(Settings(mapping=profile)).mapping == profile
+
+
+# --- the new mapping fields from configuration ------------------------------------------------
+
+def test_per_type_fields_and_exclusions_from_the_file(secrets_file):
+    path = secrets_file("""
+        [mapping]
+        profile = "real"
+        offices = { CC = "250" }
+        vat_codes = { CC = "3", A = "" }
+        price_includes_vat_by_type = { CC = true, Z = "false" }
+        pos_widths = { cc = 4 }
+        number_widths = { CC = 8 }
+        send_types = ["a", "B", "Z", "CC"]
+        excluded_locals = ["Centro Gallego", " CG "]
+        labels_by_local = { Tostado = " TSTTR01 " }
+    """)
+    m = load_settings(environ={}, secrets_path=path).mapping
+    assert dict(m.offices) == {"CC": "250"}
+    assert dict(m.vat_codes) == {"CC": "3", "A": ""}
+    assert dict(m.price_includes_vat_by_type) == {"CC": True, "Z": False}
+    assert dict(m.pos_widths) == {"CC": 4}
+    assert dict(m.number_widths) == {"CC": 8}
+    assert m.send_types == ("A", "B", "Z", "CC")
+    assert m.excluded_locals == ("Centro Gallego", "CG")
+    assert m.is_excluded_local("cg") and m.is_excluded_local("CENTRO GALLEGO ")
+    assert dict(m.labels_by_local) == {"Tostado": "TSTTR01"}
+
+
+@pytest.mark.parametrize("raw", ["A,B,Z", " a , b ,z ", '["A", "B", "Z"]'])
+def test_send_types_from_the_environment(missing, raw):
+    m = load_settings(environ={"OPPEN_MAPPING_SEND_TYPES": raw}, secrets_path=missing).mapping
+    assert m.send_types == ("A", "B", "Z")
+
+
+def test_excluded_locals_from_the_environment(missing):
+    m = load_settings(environ={"OPPEN_MAPPING_EXCLUDED_LOCALS": '["Pérez, Juan", "CG"]'},
+                      secrets_path=missing).mapping
+    assert m.excluded_locals == ("Pérez, Juan", "CG")
+    m = load_settings(environ={"OPPEN_MAPPING_EXCLUDED_LOCALS": "CG, Centro"},
+                      secrets_path=missing).mapping
+    assert m.excluded_locals == ("CG", "Centro")
+
+
+def test_defaults_of_the_new_fields(missing):
+    seed = load_settings(environ={}, secrets_path=missing).mapping
+    assert seed.send_types == ("A", "B", "Z", "CC") and seed.excluded_locals == ()
+    assert dict(seed.offices) == dict(seed.vat_codes) == dict(seed.pos_widths) == {}
+    real = load_settings(environ={"OPPEN_PROFILE": "real"}, secrets_path=missing).mapping
+    assert real.send_types == ("A", "B", "Z")
+    assert (real.office_for("CC"), real.vat_code_for("CC"), real.price_includes_vat_for("CC"),
+            real.pos_width_for("CC"), real.art_codes["CC"], real.voucher_codes["CC"]) == \
+        ("200", "3", True, 4, "OTR-ING", "082")
+    assert (real.office_for("A"), real.vat_code_for("A"), real.price_includes_vat_for("A"),
+            real.pos_width_for("A")) == ("100", "", False, 5)
+
+
+def test_a_scalar_setting_keeps_its_meaning_for_every_type(secrets_file):
+    # An existing configuration that sets only the scalar: every type follows it...
+    path = secrets_file('[mapping]\noffice = "300"\nvat_code = "5"\nprice_includes_vat = false\n')
+    m = load_settings(environ={}, secrets_path=path).mapping
+    assert {m.office_for(t) for t in "A B Z CC".split()} == {"300"}
+    assert {m.vat_code_for(t) for t in "A B Z CC".split()} == {"5"}
+    assert {m.price_includes_vat_for(t) for t in "A B Z CC".split()} == {False}
+    # ...except, with the real profile, the types its own tables name (CC).
+    path = secrets_file('[mapping]\nprofile = "real"\noffice = "300"\n')
+    m = load_settings(environ={}, secrets_path=path).mapping
+    assert (m.office_for("A"), m.office_for("CC")) == ("300", "200")
+
+
+def test_environment_tables_merge_over_the_file_key_by_key(secrets_file):
+    path = secrets_file('[mapping]\nart_codes = { A = "FILE-A" }\n'
+                        'labels_by_local = { Tostado = "FILE", Palermo = "PAL" }\n')
+    m = load_settings(environ={"OPPEN_MAPPING_ART_CODES": '{"B": "ENV-B"}',
+                               "OPPEN_MAPPING_LABELS_BY_LOCAL": '{"TOSTADO": "ENV"}'},
+                      secrets_path=path).mapping
+    assert dict(m.art_codes) == {"A": "FILE-A", "B": "ENV-B", "Z": "271240051", "CC": "271240051"}
+    assert dict(m.labels_by_local) == {"Palermo": "PAL", "TOSTADO": "ENV"}
+
+
+def test_one_local_spelled_twice_with_the_same_code_is_fine(secrets_file):
+    path = secrets_file('[mapping]\nlabels_by_local = { Tostado = "T1", TOSTADO = "T1" }\n')
+    assert load_settings(environ={}, secrets_path=path).mapping.labels_for("tostado") == ("T1",)
+
+
+def test_a_new_type_needs_its_invoice_type_and_article(secrets_file):
+    path = secrets_file('[mapping]\ninvoice_types = { M = 5 }\nart_codes = { M = "ART-M" }\n'
+                        'send_types = ["A", "M"]\noffices = { M = "400" }\n')
+    m = load_settings(environ={}, secrets_path=path).mapping
+    assert m.send_types == ("A", "M") and m.office_for("M") == "400"
+
+
+def test_labels_null_never_becomes_the_text_none(secrets_file, missing):
+    message = refused({"OPPEN_MAPPING_LABELS_BY_LOCAL": '{"CG": null}'}, missing)
+    assert "CG" in message and "None" not in message
+
+
+def test_the_real_profile_from_configuration_maps_the_golden_invoice(secrets_file):
+    path = secrets_file("""
+        [mapping]
+        profile = "real"
+        customers_by_local = { Tostado = "CUIT0" }
+    """)
+    m = load_settings(environ={}, secrets_path=path).mapping.with_labels({"Tostado": "TSTTR01"})
+    row = {"local": "Tostado", "fecha": "2026-03-21", "tipo": "B", "punto_venta": 2,
+           "nro_factura": 9439, "monto": Decimal("2029744.31")}
+    result = map_invoice(row, m, today=dt.date(2026, 3, 22))
+    assert isinstance(result, Mapped)
+    assert result.payload["Labels"] == "TSTTR01" and result.payload["CustCode"] == "CUIT0"
+    assert result.payload["Items"][0]["Price"] == 1677474.64
+    assert result.payload["DueDate"] == "2026-04-20"
