@@ -27,14 +27,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy.engine import Engine
 
 from . import messages
 from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError,
                      OppenRejected, OppenTransportError)
-from .mapping import Mapped, differences
+from .mapping import (Mapped, differences, is_annulled, is_same_invoice, payload_total,
+                      pick_ours, voucher_identity)
 from .oppen.client import OppenClient
 from .oppen.retry import Breaker, Policy, backoff_delay, is_retryable
 from .settings import Settings, local_today
@@ -49,6 +50,8 @@ Progress = Callable[[int, int, str | None], None]
 FLUSH_EVERY = 64          # outcomes per write transaction, at most
 FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
 LOST_DAY = "No se envió: otra sincronización tomó este local/día"
+NOT_STORED = "Oppen respondió HTTP {status} pero no guardó la factura"
+CENT = Decimal("0.01")
 
 
 @dataclass
@@ -469,9 +472,22 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
                 # Another run has this day now (or this one cannot prove it still does).
                 out.state, out.error = PENDING, LOST_DAY
                 return out
-            _post(client, parcel, out)
-            breaker.success()
-            return out
+            if _post(client, parcel, out):
+                breaker.success()
+                return out
+            # A 2xx that does not prove our invoice is stored: ask Oppen what it holds.
+            ambiguous = True
+            if _lookup(client, parcel, out):
+                breaker.success()
+                return out
+            error = OppenTransportError(NOT_STORED.format(status=out.http_status),
+                                        status=out.http_status, maybe_applied=False)
+            out.needs_lookup = True   # a late write in Oppen stays possible: check first
+            logger.warning("⚠️ %s: %s (intento %d/%d)", parcel.reg.reference, error.message,
+                           attempt, policy.max_attempts)
+            if attempt < policy.max_attempts:
+                _pause(policy, attempt, error)
+            continue
         except OppenDuplicate as exc:
             breaker.success()
             if not ambiguous:
@@ -526,22 +542,33 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     return out
 
 
-def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> None:
-    """POST the invoice; on a 2xx it is recorded as sent. Raises the OppenError."""
+def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
+    """POST the invoice. True when Oppen's answer proves it stored our invoice (then it
+    is recorded as sent); False when a 2xx carried no proof. Raises the OppenError."""
     started = time.monotonic()
     logger.info("📤 Enviando factura %s ($%s)...", parcel.reg.reference,
                 parcel.reg.factura.get("monto"))
     out.posts += 1
     try:
-        record = client.create_invoice(parcel.payload)
+        status, record = client.post_invoice(parcel.payload)
     except OppenError as exc:
         out.attempts.append(Attempt("post", _post_outcome(exc), schema.utcnow(), _ms(started),
                                     exc.status, exc.message, exc.body))
         raise
-    out.attempts.append(Attempt("post", "sent", schema.utcnow(), _ms(started), 201, None,
+    out.http_status = status
+    problem = _not_ours(parcel, record)
+    if problem:
+        out.attempts.append(Attempt("post", "unverified", schema.utcnow(), _ms(started), status,
+                                    f"Oppen respondió HTTP {status} pero {problem}",
+                                    _body(record)))
+        logger.warning("⚠️ %s: Oppen respondió HTTP %s pero %s; se verifica en Oppen",
+                       parcel.reg.reference, status, problem)
+        return False
+    out.attempts.append(Attempt("post", "sent", schema.utcnow(), _ms(started), status, None,
                                 _body(record)))
     out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
     out.sernr = _sernr(record) or parcel.payload.get("SerNr")
+    out.total_oppen = _total(record)
     out.response_body = _body(record)
     if out.sernr is None:
         # Stored, but Oppen did not say under which SerNr: ask for it once.
@@ -549,6 +576,38 @@ def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> None:
             _lookup(client, parcel, out)
         except OppenError:
             out.state, out.error = SENT, None
+    return True
+
+
+def _not_ours(parcel: Parcel, record: Mapping) -> str | None:
+    """Why the record a 2xx carried does not prove our invoice is stored, or None.
+
+    Ours means: our OfficialSerNr, our voucher identity where the record carries it,
+    our SerNr where we sent one, not annulled, and its amount within a cent of ours."""
+    if not record:
+        return "no devolvió ninguna factura"
+    if str(record.get("OfficialSerNr")) != parcel.official_sernr:
+        return f"devolvió otra factura ({str(record.get('OfficialSerNr'))[:40]})"
+    ours = dict(voucher_identity(parcel.payload))
+    theirs = dict(voucher_identity(record))
+    if any(key in theirs and theirs[key] != value for key, value in ours.items()):
+        return "devolvió la factura de otro tipo de comprobante con el mismo número"
+    sent_sernr = parcel.payload.get("SerNr")
+    if sent_sernr is not None and _sernr(record) not in (None, int(sent_sernr)):
+        return f"devolvió otro SerNr ({_sernr(record)})"
+    if is_annulled(record):
+        return "devolvió una factura anulada"
+    total = _total(record)
+    if total is None and record.get("Items"):
+        total = payload_total(record)
+        ours_total = payload_total(parcel.payload)
+    else:
+        ours_total = parcel.amount
+    if total is None:
+        return "no devolvió el importe de la factura"
+    if abs(total - ours_total) > CENT:
+        return f"devolvió otro importe ({total}, se esperaba {ours_total})"
+    return None
 
 
 def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
@@ -567,16 +626,29 @@ def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
         raise LookupRefused(exc.message if exc.message.startswith("No se pudo verificar")
                             else f"No se pudo verificar en Oppen: {exc.message}",
                             status=exc.status) from None
-    if not found:
-        out.attempts.append(Attempt("lookup", "not_found", schema.utcnow(), _ms(started), 200))
+    remote, others = pick_ours(parcel.payload, found)
+    if remote is None:
+        # Nothing of ours: another voucher type's invoice with this number, or one
+        # annulled in Oppen, is not our invoice.
+        note = f"{len(others)} factura(s) con ese número que no son esta" if others else None
+        out.attempts.append(Attempt("lookup", "not_found", schema.utcnow(), _ms(started), 200,
+                                    note, _body(others[0]) if others else None))
         out.needs_lookup = False
         return False
-    remote = found[0]
+    twins = [r for r in others if is_same_invoice(parcel.payload, r)]
     diffs = differences(parcel.payload, remote, gross=parcel.amount)
     out.response_body = _body(remote)
     out.needs_lookup = False
     out.http_status = None
-    if diffs:
+    if twins:
+        out.state = CONFLICT
+        sernrs = ", ".join(str(r.get("SerNr")) for r in [remote, *twins])
+        out.error = (f"Conflicto: Oppen tiene la factura {parcel.official_sernr} más de una vez "
+                     f"(SerNr {sernrs}); revisala en Oppen")
+        out.attempts.append(Attempt("lookup", "conflict", schema.utcnow(), _ms(started), 200,
+                                    out.error, _body([remote, *twins])))
+        logger.error("❌ %s", out.error)
+    elif diffs:
         out.state = CONFLICT
         out.error = ("Conflicto: Oppen ya tiene una factura " + parcel.official_sernr
                      + " con otros datos (" + "; ".join(diffs) + ")")
@@ -585,6 +657,7 @@ def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
         logger.error("❌ %s", out.error)
     else:
         out.state, out.error, out.sernr = SENT, None, _sernr(remote)
+        out.total_oppen = _total(remote)
         out.attempts.append(Attempt("lookup", "found", schema.utcnow(), _ms(started), 200, None,
                                     out.response_body))
         logger.info("✅ %s ya estaba en Oppen (SerNr %s)", parcel.reg.reference, out.sernr)
@@ -619,6 +692,15 @@ def _sernr(record: Mapping) -> int | None:
         return int(record.get("SerNr"))
     except (TypeError, ValueError):
         return None
+
+
+def _total(record: Mapping) -> Decimal | None:
+    """Oppen's Total for the record (VAT included), when it carries a readable one."""
+    try:
+        total = Decimal(str(record.get("Total")))
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+    return total if total.is_finite() else None
 
 
 def _ms(started: float) -> int:

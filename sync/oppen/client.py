@@ -266,18 +266,25 @@ class OppenClient:
     # -- invoices -----------------------------------------------------------------
 
     def create_invoice(self, payload: Mapping) -> dict:
-        """POST one invoice; returns the record Oppen stored (with its SerNr)."""
+        """POST one invoice; returns the record Oppen answered with (see `post_invoice`)."""
+        return self.post_invoice(payload)[1]
+
+    def post_invoice(self, payload: Mapping) -> tuple[int, dict]:
+        """POST one invoice; returns Oppen's status and the record its 2xx carried.
+
+        The record is evidence, not proof: it may be empty or another invoice's, and
+        the caller checks it is ours before believing the invoice is stored."""
         resp = self._call("POST", "Invoice", json=payload)
         if resp.status_code not in (200, 201):
             raise error_for_response(resp, self._secrets())
         record = self._record(resp)
         if record is None:
-            # A 2xx we cannot read: the invoice is probably stored, but we cannot prove
-            # it, so it is treated as an ambiguous outcome and looked up later.
+            # A 2xx we cannot read: the invoice may be stored, but we cannot prove it,
+            # so it is treated as an ambiguous outcome and looked up.
             raise OppenTransportError(f"Error HTTP {resp.status_code}: respuesta ilegible de Oppen",
                                       status=resp.status_code,
                                       body=redact(resp.text[:MAX_BODY], self._secrets()))
-        return record
+        return resp.status_code, record
 
     @staticmethod
     def _record(resp: requests.Response) -> dict | None:
@@ -315,7 +322,9 @@ class OppenClient:
 
     def find_invoices(self, official_sernr: str, *, trans_date: str | None = None
                       ) -> list[dict]:
-        """The invoices Oppen holds under this OfficialSerNr.
+        """Every invoice Oppen holds under this OfficialSerNr (numbers run per point of
+        sale and voucher type, so an A and a B can share one; annulled ones are listed
+        too: which one is ours is for the caller to decide, with `mapping.pick_ours`).
 
         The filter is checked on every record that comes back: were Oppen to ignore
         it, every invoice would be listed, and trusting that would be a disaster. If
@@ -324,24 +333,27 @@ class OppenClient:
         read the whole ledger or guess.
         """
         filters: dict[str, Any] = {"OfficialSerNr": official_sernr}
-        pages = 0
-        for record in self.list_invoices(filters):
+        found: list[dict] = []
+        for seen, record in enumerate(self.list_invoices(filters), start=1):
             if str(record.get("OfficialSerNr")) == official_sernr:
-                return [record]
-            pages += 1
-            if pages >= PAGE_SIZE:  # a whole page of others: the filter is ignored
+                found.append(record)
+            elif seen - len(found) >= PAGE_SIZE:  # a page's worth of others: ignored filter
                 break
+            if seen >= PAGE_SIZE * MAX_LOOKUP_PAGES:
+                raise OppenRejected("No se pudo verificar en Oppen: la consulta por "
+                                    "OfficialSerNr devuelve demasiadas facturas")
         else:
-            return []
+            return found
+        found.clear()
         if trans_date:
             filters["TransDate"] = trans_date
-        for seen, record in enumerate(self.list_invoices(filters)):
+        for seen, record in enumerate(self.list_invoices(filters), start=1):
             if str(record.get("OfficialSerNr")) == official_sernr:
-                return [record]
+                found.append(record)
             if seen >= PAGE_SIZE * MAX_LOOKUP_PAGES:
                 raise OppenRejected("No se pudo verificar en Oppen: la consulta por "
                                     "OfficialSerNr no filtra y hay demasiadas facturas")
-        return []
+        return found
 
     def ping(self) -> dict:
         """Authenticate and read one invoice: what the console's connectivity check shows."""
