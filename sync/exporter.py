@@ -88,8 +88,8 @@ class Ownership:
     MARGIN = 0.2    # of the lease: stop trusting a renewal a little before it lapses
 
     def __init__(self, engine: Engine, owner: str, lease: float,
-                 days: Sequence[tuple[str, dt.date]]):
-        self.engine, self.owner, self.lease = engine, owner, lease
+                 days: Sequence[tuple[str, dt.date]], run_id: int):
+        self.engine, self.owner, self.lease, self.run_id = engine, owner, lease, run_id
         self._lock = threading.Lock()
         self._held = frozenset(days)
         self._valid_until = time.monotonic() + lease * (1 - self.MARGIN)
@@ -98,7 +98,7 @@ class Ownership:
         """Extend the leases now and remember what is still ours. Raises what the database
         raises."""
         started = time.monotonic()
-        renewal = runs.renew(self.engine, self.owner, self.lease)
+        renewal = runs.renew(self.engine, self.owner, self.lease, self.run_id)
         with self._lock:
             self._held = renewal.held
             # Counted from before the renewal was asked: never later than the database's.
@@ -201,7 +201,7 @@ class Exporter:
             reason=self.request.reason, lease=self.settings.lease_seconds, owner=self.owner,
             local=self.request.local, fecha=self.request.fecha)
         self.ownership = Ownership(self.engine, self.owner, self.settings.lease_seconds,
-                                   list(self.request.groups))
+                                   list(self.request.groups), self.run_id)
         heartbeat = Heartbeat(self.ownership, self.breaker)
         heartbeat.start()
         summary: dict = {}

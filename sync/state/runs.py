@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import RunInProgress
 from . import schema
+from .transactions import retry_deadlocks
 from .binder import release_claims
 from .schema import SENDING, db_now, oppen_invoices, oppen_run_locks, oppen_runs
 
@@ -30,7 +31,8 @@ class Renewal:
     at: dt.datetime
 
 
-def renew(engine: Engine, owner: str, lease: float) -> Renewal:
+@retry_deadlocks
+def renew(engine: Engine, owner: str, lease: float, run_id: int | None = None) -> Renewal:
     """The run's heartbeat, on the database's clock: extend its locks, the claims of the
     days it still holds, and the run row's heartbeat. A day missing from `held` was
     taken over by another run, and this one must stop sending it."""
@@ -45,9 +47,10 @@ def renew(engine: Engine, owner: str, lease: float) -> Renewal:
             conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING,
                                             sa.tuple_(t.c.local, t.c.fecha).in_(sorted(held)))
                          .values(claim_until=until))
-        conn.execute(sa.update(oppen_runs).where(oppen_runs.c.owner == owner,
-                                                 oppen_runs.c.state == schema.RUNNING)
-                     .values(heartbeat_at=now))
+        if run_id is not None:   # by its key: no scan that could wait on other runs' rows
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id,
+                                                     oppen_runs.c.state == schema.RUNNING)
+                         .values(heartbeat_at=now))
     return Renewal(held, now)
 
 
@@ -83,6 +86,7 @@ def start_run(engine: Engine, *, target: str, kind: str, days: Sequence[tuple[st
     return run_id
 
 
+@retry_deadlocks
 def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: int,
                owner: str, lease: float) -> bool:
     L = oppen_run_locks
@@ -119,6 +123,7 @@ def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: 
         return bool(taken)
 
 
+@retry_deadlocks
 def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: Mapping,
                message: str) -> None:
     L = oppen_run_locks

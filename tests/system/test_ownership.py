@@ -126,7 +126,7 @@ def test_the_heartbeat_writes_the_run_row_on_the_database_clock(engine, settings
     run_id = runs.start_run(engine, target=settings.target, kind="audit",
                             days=[("SUR", D1), ("SUR", D2)], username="a", reason=None,
                             lease=30, owner=owner)
-    renewal = runs.renew(engine, owner, 30)
+    renewal = runs.renew(engine, owner, 30, run_id)
     assert renewal.held == {("SUR", D1), ("SUR", D2)}
     with engine.connect() as conn:
         beat = conn.execute(sa.select(schema.oppen_runs.c.heartbeat_at)
