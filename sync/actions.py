@@ -433,7 +433,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
         changed = conn.execute(sa.update(t).where(
             t.c.id == state_id, t.c.state.in_((FAILED, CONFLICT, PENDING))).values(
             state=SENT, sernr=int(remote.get("SerNr")) if remote.get("SerNr") else None,
-            needs_lookup=False, last_error=None, last_http_status=None,
+            needs_lookup=False, last_error=None, error_kind=None, last_http_status=None,
             response_body=json.dumps(remote, ensure_ascii=False, default=str),
             updated_at=now, sent_at=now)).rowcount
         if not changed:
@@ -445,7 +445,7 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
             message=f"{comparison['reference']} vinculada a SerNr {remote.get('SerNr')}")
         ).inserted_primary_key[0]
         conn.execute(sa.insert(schema.oppen_attempts).values(
-            invoice_id=state_id, run_id=run_id, kind="link", at=now, duration_ms=0,
+            oppen_invoice_id=state_id, run_id=run_id, kind="link", at=now, duration_ms=0,
             http_status=200, outcome="linked", error=None,
             response_body=json.dumps(remote, ensure_ascii=False, default=str)[:4000]))
     return {"linked": True, **comparison}
@@ -466,4 +466,4 @@ def attempts_of(engine: Engine, state_id: int) -> list[dict]:
     a = schema.oppen_attempts
     with schema.reading(engine) as conn:
         return [dict(r._mapping) for r in conn.execute(
-            sa.select(a).where(a.c.invoice_id == state_id).order_by(a.c.id))]
+            sa.select(a).where(a.c.oppen_invoice_id == state_id).order_by(a.c.id))]

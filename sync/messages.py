@@ -62,3 +62,10 @@ def run_summary(*, total: int, exitosas: int, errores: list[dict], pendientes: i
 
 def public_summary(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "run_id"}
+
+
+# Why an invoice did not get into Oppen (schema.ERROR_KINDS), as a person reads it.
+ERROR_KIND_LABELS = {"duplicate": "Duplicada en Oppen", "rejected": "Rechazada por Oppen",
+                     "auth": "Error de autenticación", "transport": "Error de conexión",
+                     "invalid": "Datos inválidos", "conflict": "Conflicto con Oppen",
+                     "unknown": "Otro"}

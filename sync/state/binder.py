@@ -309,7 +309,7 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                   "b_sernr": o.sernr, "b_posts": o.posts, "b_error": clip(o.error, 4000),
                   "b_status": o.http_status, "b_req": clip(o.request_body),
                   "b_resp": clip(o.response_body)} for o in outcomes])
-            attempts = [{"invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
+            attempts = [{"oppen_invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
                          "at": a.at, "duration_ms": a.duration_ms, "http_status": a.http_status,
                          "outcome": a.outcome, "error": clip(a.error, 4000),
                          "response_body": clip(a.response_body, 4000)}

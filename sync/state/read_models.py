@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from . import schema
 from ..mapping import as_date
+from ..messages import ERROR_KIND_LABELS
 from ..settings import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
 from .schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 
@@ -62,31 +63,10 @@ def _money(value) -> Decimal:
 
 # --- error kinds ----------------------------------------------------------------------
 
-def _kind_expr(t: sa.Table) -> sa.ColumnElement:
-    """One classification of a stored error, usable in GROUP BY; labels in KIND_LABELS."""
-    error = sa.func.coalesce(t.c.last_error, "")
-    return sa.case(
-        (t.c.state == INVALID, "invalid"),
-        (error.like("Datos inválidos%"), "invalid"),
-        (t.c.state == CONFLICT, "conflict"),
-        (sa.or_(t.c.last_http_status == 409, sa.func.lower(error).like("%duplicate%")),
-         "duplicate"),
-        (error.like("%Error de autenticación%"), "auth"),
-        (sa.or_(error.like("%Error de conexión%"), error.like("%Oppen no responde%")),
-         "connection"),
-        (t.c.last_http_status.is_not(None), "http"),
-        else_="other")
-
-
-KIND_LABELS = {"invalid": "Datos inválidos", "conflict": "Conflicto con Oppen",
-               "duplicate": "Duplicada en Oppen", "auth": "Error de autenticación",
-               "connection": "Error de conexión", "other": "Otro"}
-
-
-def kind_label(kind: str, http_status: int | None = None) -> str:
-    if kind == "http":
-        return f"HTTP {http_status}" if http_status else "Error HTTP"
-    return KIND_LABELS.get(kind, "Otro")
+def kind_label(kind: str | None) -> str:
+    """An error kind (schema.ERROR_KINDS) as a person reads it; NULL reads as 'Otro'."""
+    return ERROR_KIND_LABELS.get(kind or schema.ERROR_UNKNOWN,
+                                 ERROR_KIND_LABELS[schema.ERROR_UNKNOWN])
 
 
 # --- Auditoría: the locals of one day ---------------------------------------------------
@@ -236,12 +216,12 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
         conditions.append(sa.and_(t.c.state == SENDING, t.c.claim_until < now))
     if not conditions:
         return []
-    last_attempt = (sa.select(sa.func.max(a.c.at)).where(a.c.invoice_id == t.c.id)
+    last_attempt = (sa.select(sa.func.max(a.c.at)).where(a.c.oppen_invoice_id == t.c.id)
                     .scalar_subquery())
     query = (sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.tipo,
                        t.c.monto, t.c.state, t.c.last_error, t.c.last_http_status,
                        t.c.attempts, t.c.needs_lookup, t.c.updated_at,
-                       last_attempt.label("ultimo_intento"), _kind_expr(t).label("kind"),
+                       last_attempt.label("ultimo_intento"), t.c.error_kind,
                        la.c.id.label("audit_id"))
              .select_from(t.outerjoin(la, sa.and_(la.c.local == t.c.local,
                                                   la.c.fecha == t.c.fecha)))
@@ -262,8 +242,8 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
             "error": r.last_error or (ABANDONED if r.state == SENDING else
                                       "Todavía no se intentó: la sincronización se interrumpió"), "http_status": r.last_http_status,
             "intentos": r.attempts, "ultimo_intento": r.ultimo_intento,
-            "actualizado": r.updated_at, "tipo_error": kind_label(r.kind, r.last_http_status),
-            "duplicada": r.kind == "duplicate" and r.state == FAILED,
+            "actualizado": r.updated_at, "tipo_error": kind_label(r.error_kind),
+            "duplicada": r.error_kind == schema.ERROR_DUPLICATE and r.state == FAILED,
             "auditado": r.audit_id is not None,
             "requiere_verificacion": bool(r.needs_lookup),
         } for r in conn.execute(query)]
@@ -292,15 +272,16 @@ def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt
                    ) -> list[dict]:
     """How many unsent invoices carry each kind of error, most frequent first."""
     t = schema.oppen_invoices
-    kind = _kind_expr(t).label("kind")
-    query = (sa.select(kind, t.c.last_http_status, sa.func.count().label("n"))
-             .where(t.c.target == settings.target, t.c.fecha >= desde, t.c.fecha <= hasta,
-                    t.c.state != SENT, t.c.last_error.is_not(None))
-             .group_by(kind, t.c.last_http_status))
+    # error_kind is set exactly when last_error is, so this reads only the rows with an
+    # error, through ix_oppen_invoices_error_kind (target, error_kind, fecha).
+    query = (sa.select(t.c.error_kind, sa.func.count().label("n"))
+             .where(t.c.target == settings.target, t.c.error_kind.is_not(None),
+                    t.c.fecha >= desde, t.c.fecha <= hasta, t.c.state != SENT)
+             .group_by(t.c.error_kind))
     totals: dict[str, int] = defaultdict(int)
     with schema.reading(engine) as conn:
         for r in conn.execute(query):
-            totals[kind_label(r.kind, r.last_http_status)] += r.n
+            totals[kind_label(r.error_kind)] += r.n
     return [{"tipo_error": k, "cantidad": n}
             for k, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
 

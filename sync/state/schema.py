@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..errors import ConfigError
+from ..errors import (ConfigError, OppenAuthError, OppenDuplicate, OppenRejected,
+                      OppenTransportError)
 
 metadata = sa.MetaData()
 
@@ -89,6 +90,36 @@ STATES = (PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT)
 STATE_LABELS = {PENDING: "pendiente", SENDING: "enviando", SENT: "enviada",
                 FAILED: "fallida", INVALID: "inválida", CONFLICT: "conflicto"}
 
+# Why an invoice (or one attempt) did not get into Oppen, by what a person does next;
+# stored in `error_kind`, which is NULL exactly when there is no error (an invoice's
+# `last_error`, an attempt's `error`). Spanish labels: messages.ERROR_KIND_LABELS.
+# These strings are data: changing one needs a migration that rewrites the rows.
+ERROR_DUPLICATE = "duplicate"   # Oppen already holds that number: link it or fix it
+ERROR_REJECTED = "rejected"     # Oppen said no on purpose (4xx, unverifiable lookup)
+ERROR_AUTH = "auth"             # credentials refused: fix them, nothing was sent
+ERROR_TRANSPORT = "transport"   # no usable answer (connection, timeout, 5xx, 429)
+ERROR_INVALID = "invalid"       # the sales system's data cannot be mapped
+ERROR_CONFLICT = "conflict"     # Oppen holds the number with other data
+ERROR_UNKNOWN = "unknown"       # anything else (interrupted run, unexpected error)
+ERROR_KINDS = (ERROR_DUPLICATE, ERROR_REJECTED, ERROR_AUTH, ERROR_TRANSPORT, ERROR_INVALID,
+               ERROR_CONFLICT, ERROR_UNKNOWN)
+
+
+def error_kind_for(exc: BaseException) -> str:
+    """The kind of an exception that kept an invoice out of Oppen (by its class, never
+    by its message). Invalid data and conflicts are not exceptions: their writers use
+    ERROR_INVALID and ERROR_CONFLICT."""
+    if isinstance(exc, OppenDuplicate):
+        return ERROR_DUPLICATE
+    if isinstance(exc, OppenAuthError):
+        return ERROR_AUTH
+    if isinstance(exc, OppenTransportError):
+        return ERROR_TRANSPORT
+    if isinstance(exc, OppenRejected):   # LookupRefused included
+        return ERROR_REJECTED
+    return ERROR_UNKNOWN
+
+
 oppen_invoices = sa.Table(
     "oppen_invoices", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
@@ -113,11 +144,15 @@ oppen_invoices = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("sent_at", sa.DateTime),
+    sa.Column("error_kind", sa.String(20)),     # one of ERROR_KINDS, with last_error
     sa.UniqueConstraint("target", "factura_id", name="uq_oppen_invoices_target_factura"),
     sa.Index("ix_oppen_invoices_day", "target", "local", "fecha", "state"),
     sa.Index("ix_oppen_invoices_state", "target", "state", "fecha"),
     sa.Index("ix_oppen_invoices_fecha", "target", "fecha"),
     sa.Index("ix_oppen_invoices_claim", "claim_owner", "state"),
+    # "Errores por tipo": only rows with an error have a kind, so the range
+    # `error_kind IS NOT NULL` of one target reads just those rows.
+    sa.Index("ix_oppen_invoices_error_kind", "target", "error_kind", "fecha"),
     **MYSQL_OPTS,
 )
 
@@ -125,7 +160,7 @@ oppen_invoices = sa.Table(
 oppen_attempts = sa.Table(
     "oppen_attempts", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("invoice_id", sa.BigInteger, nullable=False),
+    sa.Column("oppen_invoice_id", sa.BigInteger, nullable=False),   # oppen_invoices.id
     sa.Column("run_id", sa.BigInteger),
     sa.Column("kind", sa.String(12), nullable=False),
     sa.Column("at", sa.DateTime, nullable=False),
@@ -134,7 +169,8 @@ oppen_attempts = sa.Table(
     sa.Column("outcome", sa.String(20), nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("response_body", sa.Text),
-    sa.Index("ix_oppen_attempts_invoice", "invoice_id"),
+    sa.Column("error_kind", sa.String(20)),     # one of ERROR_KINDS, with error
+    sa.Index("ix_oppen_attempts_invoice", "oppen_invoice_id"),
     sa.Index("ix_oppen_attempts_run", "run_id"),
     **MYSQL_OPTS,
 )
@@ -246,29 +282,25 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def init_db(engine: Engine, *, source_tables: bool | None = None) -> list[str]:
-    """Create the tables that are missing; never drops or alters an existing one.
+    """Create the host tables that are missing, then bring ours to the latest revision.
 
     The host application's tables are created only on SQLite (the embedded default) or
     when asked (demo data, tests): on the chain's MySQL they exist already, and an empty
     copy made there by mistake would hide that the URL points at the wrong database.
-    Returns the names of the tables it created.
+    They are never altered. Our own tables are Alembic's (`sync.state.migrate`): a
+    database made before migrations existed is adopted with every row, and a second
+    call changes nothing. Returns the names of the tables it created.
     """
+    # Imported here: the migrations read this module's metadata.
+    from . import migrate
+
     if source_tables is None:
         source_tables = engine.dialect.name == "sqlite"
     existing = set(sa.inspect(engine).get_table_names())
-    wanted = (SOURCE_TABLES if source_tables else ()) + OWN_TABLES
-    missing = [t for t in wanted if t.name not in existing]
-    metadata.create_all(engine, tables=missing, checkfirst=True)
-    # Indexes added to our own tables in later versions (adding one rewrites no data).
-    inspector = sa.inspect(engine)
-    for table in OWN_TABLES:
-        if table in missing:
-            continue
-        have = {ix["name"] for ix in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in have:
-                index.create(engine)
-    return [t.name for t in missing]
+    host = [t for t in SOURCE_TABLES if source_tables and t.name not in existing]
+    metadata.create_all(engine, tables=host, checkfirst=True)
+    migrate.upgrade(engine)
+    return [t.name for t in host + [t for t in OWN_TABLES if t.name not in existing]]
 
 
 def check_schema(engine: Engine) -> list[str]:
@@ -293,7 +325,10 @@ def db_now(conn: Connection) -> dt.datetime:
     claim expires even if their own clocks drift apart."""
     if conn.dialect.name in ("mysql", "mariadb"):
         return conn.execute(sa.text("SELECT UTC_TIMESTAMP()")).scalar()
-    return utcnow()  # SQLite lives on this host: its clock is ours
+    # SQLite's own clock (the operating system's), not this process's idea of it: every
+    # process on the host then reads the same time, whatever it was told.
+    text = conn.execute(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%S', 'now')")).scalar()
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
 
 
 def new_owner() -> str:
