@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from fixtures import schema_before_migrations as before
 from helpers import drop_mysql_database, mysql_database
@@ -24,6 +25,10 @@ from sync.state import migrate, schema
 
 HOST = [t.name for t in schema.SOURCE_TABLES]
 OURS = [t.name for t in schema.OWN_TABLES]
+LEGACY = [t.name for t in before.OWN_TABLES]       # ours, as the previous main had them
+# Every revision, oldest first (later revisions may add tables: these tests hold).
+REVISIONS = [s.revision for s in reversed(list(
+    ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()))]
 BIG = 2**31 + 7              # past a 32-bit INT: must stay BIGINT through every ALTER
 HUGE = 2**53 + 1             # past a double's exact integers
 LONG = ("Ñandú ⚠️ 🧾 " * 2000)[:20000] + "…"   # clip()'s longest, non-ASCII, 4-byte chars
@@ -200,11 +205,11 @@ def previous_main(engine, *, late_indexes: bool = True) -> None:
     fill(engine)
 
 
-def snapshot(engine) -> dict[str, list[dict]]:
+def snapshot(engine, tables=HOST + LEGACY) -> dict[str, list[dict]]:
     """Every row of every table, as the driver returns what is stored (no types)."""
     out = {}
     with engine.connect() as conn:
-        for table in HOST + OURS:
+        for table in tables:
             order = "target, local, fecha" if table == "oppen_run_locks" else (
                 "local, fecha" if table == "cierres_locales" else "id")
             result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}")
@@ -272,7 +277,8 @@ def test_previous_main_is_upgraded_keeping_every_row(db_url, engines, late_index
     assert (migrate.current(engine), migrate.needs_upgrade(engine)) == (None, True)
     assert migrate.check(engine) == migrate.UPGRADE_NEEDED_MESSAGE
 
-    assert schema.init_db(engine, source_tables=True) == []   # no table was missing
+    # Only tables later revisions add were missing.
+    assert schema.init_db(engine, source_tables=True) == [t for t in OURS if t not in LEGACY]
     assert (migrate.current(engine), migrate.needs_upgrade(engine)) == (migrate.head(), False)
     assert migrate.check(engine) is None
 
@@ -289,20 +295,21 @@ def test_previous_main_is_upgraded_keeping_every_row(db_url, engines, late_index
     assert autogenerate_diff(engine) == []
 
     # A second time: nothing to do, nothing changed.
+    everything = snapshot(engine, HOST + OURS)
     assert schema.init_db(engine, source_tables=True) == []
     assert migrate.upgrade(engine) == []
-    assert snapshot(engine) == rows
+    assert snapshot(engine, HOST + OURS) == everything
 
 
 def test_upgrade_reports_the_revisions_it_applies(db_url, engines):
     engine = engines(db_url)
     previous_main(engine)
-    assert migrate.upgrade(engine) == ["0001", "0002"]
-    assert migrate.head() == "0002"
+    assert REVISIONS[:2] == ["0001", "0002"] and REVISIONS[-1] == migrate.head()
+    assert migrate.upgrade(engine) == REVISIONS
     assert migrate.upgrade(engine) == []
     with engine.connect() as conn:
-        assert conn.exec_driver_sql(
-            f"SELECT version_num FROM {migrate.VERSION_TABLE}").scalars().all() == ["0002"]
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {migrate.VERSION_TABLE}"
+                                    ).scalars().all() == [migrate.head()]
 
 
 def test_fresh_upgraded_and_declared_schemas_are_one(db_url, new_url, engines):
@@ -402,7 +409,7 @@ def test_two_upgrades_at_once_apply_each_revision_once(db_url, engines):
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    assert sorted(results) == [[], ["0001", "0002"]]
+    assert sorted(results) == [[], REVISIONS]
     assert without(snapshot(engine), "error_kind") == as_upgraded(old_rows)
 
 
@@ -416,7 +423,7 @@ def test_0002_downgrades_and_upgrades_again(db_url, engines):
         command.downgrade(migrate.alembic_config(conn), "0001")
     assert migrate.current(engine) == "0001"
     assert snapshot(engine) == old_rows
-    assert migrate.upgrade(engine) == ["0002"]
+    assert migrate.upgrade(engine) == REVISIONS[1:]
     assert snapshot(engine) == upgraded
 
 
