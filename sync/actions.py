@@ -346,7 +346,8 @@ def status(engine: Engine, settings: Settings, local: str | None = None,
                                  "referencia": ref,
                                  "monto": f["monto"], "estado": PENDING, "intentos": 0,
                                  "ultimo_error": "Todavía no se sincronizó", "http_status": None,
-                                 "sernr": None, "actualizado": None, "id": None,
+                                 "sernr": None, "total_oppen": None, "actualizado": None,
+                                 "id": None,
                                  "requiere_verificacion": False})
     return rows
 
@@ -356,7 +357,7 @@ def _status_row(r: Mapping) -> dict:
             "fecha": r["fecha"].isoformat(), "tipo": r["tipo"], "referencia": r["reference"],
             "monto": r["monto"], "estado": r["state"], "intentos": r["attempts"],
             "ultimo_error": r["last_error"], "http_status": r["last_http_status"],
-            "sernr": r["sernr"], "actualizado": r["updated_at"],
+            "sernr": r["sernr"], "total_oppen": r["total_oppen"], "actualizado": r["updated_at"],
             "requiere_verificacion": bool(r["needs_lookup"])}
 
 

@@ -34,14 +34,14 @@ from sqlalchemy.engine import Engine
 from . import messages
 from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError,
                      OppenRejected, OppenTransportError)
-from .mapping import (Mapped, differences, is_annulled, is_same_invoice, payload_total,
+from .mapping import (Excluded, Mapped, differences, is_annulled, is_same_invoice, payload_total,
                       pick_ours, voucher_identity)
 from .oppen.client import OppenClient
 from .oppen.retry import Breaker, Policy, backoff_delay, is_retryable
 from .settings import Settings, local_today
 from .state import binder, runs, schema
 from .state.binder import Attempt, Outcome, Registered
-from .state.schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+from .state.schema import CONFLICT, EXCLUDED, FAILED, INVALID, PENDING, SENDING, SENT
 
 logger = logging.getLogger(__name__)
 
@@ -234,14 +234,15 @@ class Exporter:
     def _sync(self) -> dict:
         registered = self._register()
         already = [r for r in registered if r.state == SENT]
-        considered = [r for r in registered if r.state != SENT]
+        excluded = [r for r in registered if r.state == EXCLUDED]
+        considered = [r for r in registered if r.state not in (SENT, EXCLUDED)]
         candidates = [r for r in considered if r.state in (PENDING, FAILED, SENDING)]
         stop_reason = None
         if candidates:
             if self.client.tokens.get() is None:
                 self._authenticate(candidates)
             stop_reason = self._send(candidates, total=len(considered))
-        return self._summary(considered, already, stop_reason)
+        return self._summary(considered, already, stop_reason, excluded=len(excluded))
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class Exporter:
                     _pause(self.policy, attempt, exc)
                     continue
                 binder.mark_pending(self.engine, [r.state_id for r in candidates],
-                                    f"No se envió: {exc.message}")
+                                    f"No se envió: {exc.message}", schema.error_kind_for(exc))
                 raise
 
     def _send(self, candidates: Sequence[Registered], *, total: int) -> str | None:
@@ -278,7 +279,7 @@ class Exporter:
         return sender.send(candidates)
 
     def _summary(self, considered: Sequence[Registered], already: Sequence[Registered],
-                 stop_reason: str | None) -> dict:
+                 stop_reason: str | None, *, excluded: int = 0) -> dict:
         errores, exitosas, counts = [], 0, {PENDING: 0, INVALID: 0, CONFLICT: 0}
         for reg in considered:
             outcome = self.results.get(reg.state_id)
@@ -293,7 +294,7 @@ class Exporter:
         return messages.run_summary(total=len(considered), exitosas=exitosas, errores=errores,
                                     pendientes=counts[PENDING], invalidas=counts[INVALID],
                                     conflictos=counts[CONFLICT], ya_enviadas=len(already),
-                                    stop_reason=stop_reason)
+                                    excluidas=excluded, stop_reason=stop_reason)
 
     def _finish(self, state: str, summary: Mapping, message: str) -> None:
         runs.finish_run(self.engine, self.run_id, self.owner, state=state, summary=summary,
@@ -380,14 +381,19 @@ class _Sender:
         for reg in batch:
             if reg.state_id not in claimed:
                 self._settle(Outcome(reg.state_id, reg.reference, PENDING, False,
-                                     error="No se envió: la tiene otra sincronización en curso"),
-                             write=False)
+                                     error="No se envió: la tiene otra sincronización en curso",
+                                     error_kind=schema.ERROR_UNKNOWN), write=False)
                 continue
             # Registration mapped it; only a claim taken over from a dead run was not.
             mapped = reg.mapped or binder.map_factura(reg.factura, x.profile, x.today, reg.state_id)
+            if isinstance(mapped, Excluded):
+                self._settle(Outcome(reg.state_id, reg.reference, EXCLUDED, claimed[reg.state_id],
+                                     error=mapped.reason))
+                continue
             if not isinstance(mapped, Mapped):
                 self._settle(Outcome(reg.state_id, reg.reference, INVALID, claimed[reg.state_id],
-                                     error=f"Datos inválidos: {mapped.reason}"))
+                                     error=f"Datos inválidos: {mapped.reason}",
+                                     error_kind=schema.ERROR_INVALID))
                 continue
             parcels.append(Parcel(reg, mapped.payload, mapped.official_sernr,
                                   claimed[reg.state_id], mapped.amount, x.day_of[reg.state_id]))
@@ -415,17 +421,18 @@ class _Sender:
         reason = f"No se envió: {x.breaker.reason}"
         for parcel in ready:
             out = Outcome(parcel.reg.state_id, parcel.reg.reference, PENDING,
-                          parcel.needs_lookup, error=reason)
+                          parcel.needs_lookup, error=reason, error_kind=x.breaker.kind)
             x.results[out.state_id] = out
             self.unflushed.append(out)
         ready.clear()
         rest = list(queue)
         queue.clear()
-        binder.mark_pending(x.engine, [r.state_id for r in rest], reason)
+        binder.mark_pending(x.engine, [r.state_id for r in rest], reason,
+                            x.breaker.kind or schema.ERROR_UNKNOWN)
         for reg in rest:
             x.results[reg.state_id] = Outcome(reg.state_id, reg.reference,
                                               FAILED if reg.state == FAILED else PENDING,
-                                              False, error=reason)
+                                              False, error=reason, error_kind=x.breaker.kind)
 
     def _flush(self, current: str | None) -> None:
         x = self.x
@@ -463,6 +470,7 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     for attempt in range(1, policy.max_attempts + 1):
         if breaker.open:
             out.state, out.error = PENDING, f"No se envió: {breaker.reason}"
+            out.error_kind = breaker.kind
             return out
         try:
             if out.needs_lookup and _lookup(client, parcel, out):
@@ -470,7 +478,7 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
                 return out
             if ownership is not None and not ownership.may_send(parcel.day):
                 # Another run has this day now (or this one cannot prove it still does).
-                out.state, out.error = PENDING, LOST_DAY
+                out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
                 return out
             if _post(client, parcel, out):
                 breaker.success()
@@ -513,9 +521,10 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             return _failed(out, exc)
         except OppenAuthError as exc:
             # The credentials stopped working mid-run: nothing more can be sent.
-            breaker.trip(exc.message)
+            breaker.trip(exc.message, schema.ERROR_AUTH)
             logger.error("❌ %s", exc.message)
             out.state, out.error, out.http_status = PENDING, f"No se envió: {exc.message}", exc.status
+            out.error_kind = schema.ERROR_AUTH
             return out
         except OppenError as exc:
             if not is_retryable(exc):
@@ -534,9 +543,10 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             logger.exception("❌ Error inesperado enviando %s", parcel.reg.reference)
             out.needs_lookup = True
             out.state, out.error = FAILED, "Error inesperado (detalle en el log del servidor)"
+            out.error_kind = schema.ERROR_UNKNOWN
             return out
     if error is None:
-        out.state, out.error = PENDING, "No se envió"
+        out.state, out.error, out.error_kind = PENDING, "No se envió", schema.ERROR_UNKNOWN
     else:
         _failed(out, error)
     return out
@@ -553,20 +563,22 @@ def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
         status, record = client.post_invoice(parcel.payload)
     except OppenError as exc:
         out.attempts.append(Attempt("post", _post_outcome(exc), schema.utcnow(), _ms(started),
-                                    exc.status, exc.message, exc.body))
+                                    exc.status, exc.message, exc.body,
+                                    schema.error_kind_for(exc)))
         raise
     out.http_status = status
     problem = _not_ours(parcel, record)
     if problem:
         out.attempts.append(Attempt("post", "unverified", schema.utcnow(), _ms(started), status,
                                     f"Oppen respondió HTTP {status} pero {problem}",
-                                    _body(record)))
+                                    _body(record), schema.ERROR_TRANSPORT))
         logger.warning("⚠️ %s: Oppen respondió HTTP %s pero %s; se verifica en Oppen",
                        parcel.reg.reference, status, problem)
         return False
     out.attempts.append(Attempt("post", "sent", schema.utcnow(), _ms(started), status, None,
                                 _body(record)))
     out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
+    out.error_kind = None
     out.sernr = _sernr(record) or parcel.payload.get("SerNr")
     out.total_oppen = _total(record)
     out.response_body = _body(record)
@@ -618,7 +630,7 @@ def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
                                      trans_date=parcel.payload.get("TransDate"))
     except OppenError as exc:
         out.attempts.append(Attempt("lookup", "unknown", schema.utcnow(), _ms(started), exc.status,
-                                    exc.message, exc.body))
+                                    exc.message, exc.body, schema.error_kind_for(exc)))
         if is_retryable(exc):
             raise
         # Oppen answered but the lookup cannot clear the doubt: leave it for a person
@@ -645,18 +657,20 @@ def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
         sernrs = ", ".join(str(r.get("SerNr")) for r in [remote, *twins])
         out.error = (f"Conflicto: Oppen tiene la factura {parcel.official_sernr} más de una vez "
                      f"(SerNr {sernrs}); revisala en Oppen")
+        out.error_kind = schema.ERROR_CONFLICT
         out.attempts.append(Attempt("lookup", "conflict", schema.utcnow(), _ms(started), 200,
-                                    out.error, _body([remote, *twins])))
+                                    out.error, _body([remote, *twins]), schema.ERROR_CONFLICT))
         logger.error("❌ %s", out.error)
     elif diffs:
         out.state = CONFLICT
         out.error = ("Conflicto: Oppen ya tiene una factura " + parcel.official_sernr
                      + " con otros datos (" + "; ".join(diffs) + ")")
+        out.error_kind = schema.ERROR_CONFLICT
         out.attempts.append(Attempt("lookup", "conflict", schema.utcnow(), _ms(started), 200,
-                                    out.error, out.response_body))
+                                    out.error, out.response_body, schema.ERROR_CONFLICT))
         logger.error("❌ %s", out.error)
     else:
-        out.state, out.error, out.sernr = SENT, None, _sernr(remote)
+        out.state, out.error, out.error_kind, out.sernr = SENT, None, None, _sernr(remote)
         out.total_oppen = _total(remote)
         out.attempts.append(Attempt("lookup", "found", schema.utcnow(), _ms(started), 200, None,
                                     out.response_body))
@@ -683,6 +697,7 @@ def _post_outcome(exc: OppenError) -> str:
 
 def _failed(out: Outcome, exc: OppenError) -> Outcome:
     out.state, out.error, out.http_status = FAILED, exc.message, exc.status
+    out.error_kind = schema.error_kind_for(exc)
     out.response_body = exc.body or out.response_body
     return out
 

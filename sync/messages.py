@@ -8,7 +8,8 @@ import datetime as dt
 
 # An invoice's state for one target, as a person reads it.
 STATE_LABELS = {"pending": "pendiente", "sending": "enviando", "sent": "enviada",
-                "failed": "fallida", "invalid": "inválida", "conflict": "conflicto"}
+                "failed": "fallida", "invalid": "inválida", "conflict": "conflicto",
+                "excluded": "excluida"}
 
 
 def audited(local: str, fecha: dt.date) -> str:
@@ -39,7 +40,7 @@ def sync(head: str, summary: dict) -> str:
 
 def run_summary(*, total: int, exitosas: int, errores: list[dict], pendientes: int = 0,
                 invalidas: int = 0, conflictos: int = 0, ya_enviadas: int = 0,
-                stop_reason: str | None = None) -> dict:
+                excluidas: int = 0, stop_reason: str | None = None) -> dict:
     """The seed's summary dict of a sync or resend: `total`, `exitosas`, `fallidas` (every
     invoice of the run not sent, whatever the reason), `errores` and `success`, plus the
     counts by reason and a message when there is something to say."""
@@ -51,9 +52,17 @@ def run_summary(*, total: int, exitosas: int, errores: list[dict], pendientes: i
             summary[key] = count
     if ya_enviadas:
         summary["ya_enviadas"] = ya_enviadas
+    if excluidas:
+        # Not part of the run: never sent by design (an excluded local or type).
+        summary["excluidas"] = excluidas
     if total == 0:
-        summary["message"] = ("No hay facturas para sincronizar" if not ya_enviadas else
-                              f"Las {ya_enviadas} factura(s) ya estaban enviadas a Oppen")
+        if ya_enviadas:
+            summary["message"] = f"Las {ya_enviadas} factura(s) ya estaban enviadas a Oppen"
+        elif excluidas:
+            summary["message"] = (f"Las {excluidas} factura(s) no se envían a Oppen: están "
+                                  "excluidas de la sincronización por configuración")
+        else:
+            summary["message"] = "No hay facturas para sincronizar"
     if stop_reason:
         summary["message"] = (f"{stop_reason}. {pendientes} factura(s) quedaron pendientes "
                               "para reenviar.")

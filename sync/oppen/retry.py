@@ -56,6 +56,7 @@ class Breaker:
         self._lock = threading.Lock()
         self._streak = 0
         self.reason: str | None = None
+        self.kind: str | None = None     # the error kind of what opened it (schema.ERROR_*)
 
     @property
     def open(self) -> bool:
@@ -67,10 +68,12 @@ class Breaker:
             if self._streak >= self.threshold and self.reason is None:
                 self.reason = (f"Oppen no responde: se detuvo la sincronización tras "
                                f"{self._streak} errores de conexión seguidos ({message})")
+                self.kind = "transport"
 
-    def trip(self, reason: str) -> None:
+    def trip(self, reason: str, kind: str = "unknown") -> None:
         with self._lock:
-            self.reason = self.reason or reason
+            if self.reason is None:
+                self.reason, self.kind = reason, kind
 
     def success(self) -> None:
         with self._lock:

@@ -18,28 +18,50 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..mapping import Invalid, Mapped, MappingProfile, as_date, map_invoice
+from ..mapping import Excluded, Invalid, Mapped, MappingProfile, as_date, map_invoice
 from . import schema
-from .schema import (CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, chunks, clip, db_now,
+from .transactions import retry_deadlocks
+from .schema import (CONFLICT, EXCLUDED, FAILED, INVALID, PENDING, SENDING, SENT, chunks, clip, db_now,
                      oppen_attempts, oppen_invoices, oppen_runs)
 
 
 # --- reading the host's invoices -----------------------------------------------------
 
-FACTURA_COLUMNS = (schema.facturas_trns.c.id, schema.facturas_trns.c.local, schema.facturas_trns.c.fecha,
-                   schema.facturas_trns.c.tipo, schema.facturas_trns.c.punto_venta,
-                   schema.facturas_trns.c.nro_factura, schema.facturas_trns.c.monto,
-                   schema.facturas_trns.c.estado)
+class _RawAmount(sa.types.TypeDecorator):
+    """The amount as the driver returns it (Decimal on MySQL; int, float or text on SQLite)."""
+    impl = sa.types.NullType
+    cache_ok = True
+
+
+_F = schema.facturas_trns
+# `monto` is read as the database holds it, not through Numeric's conversion: on SQLite
+# a text amount ('abc', '12,50') would otherwise break the whole day's read, where it
+# must be one invalid row naming the field (the mapping checks every amount).
+FACTURA_COLUMNS = (_F.c.id, _F.c.local, _F.c.fecha, _F.c.tipo, _F.c.punto_venta,
+                   _F.c.nro_factura, sa.type_coerce(_F.c.monto, _RawAmount()).label("monto"),
+                   _F.c.estado)
 _ORDER = (schema.facturas_trns.c.tipo, schema.facturas_trns.c.punto_venta,
           schema.facturas_trns.c.nro_factura, schema.facturas_trns.c.id)
 
 
 def read_facturas(conn: Connection, local: str, fecha: dt.date) -> list[Mapping]:
-    """The `estado = 'ok'` invoices of one local and calendar day, in one query."""
+    """The `estado = 'ok'` invoices of one local and calendar day, in one query.
+
+    The local is matched as MariaDB's collation matches it ("Matriz " is "MATRIZ": case
+    and trailing spaces do not count), on SQLite too, so the same rows are sent
+    whatever the database."""
     start, end = schema.day_bounds(fecha)
     f = schema.facturas_trns
+    if conn.dialect.name == "sqlite":
+        # Both sides folded by SQLite itself (ASCII case only), so a name with "Ñ" still
+        # finds its own rows exactly.
+        # Trailing spaces only, as MariaDB's PAD SPACE collations ignore them.
+        same_local = (sa.func.lower(sa.func.rtrim(f.c.local))
+                      == sa.func.lower(sa.func.rtrim(sa.literal(local, sa.String))))
+    else:
+        same_local = f.c.local == local
     query = (sa.select(*FACTURA_COLUMNS)
-             .where(f.c.local == local, f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
+             .where(same_local, f.c.fecha >= start, f.c.fecha < end, f.c.estado == "ok")
              .order_by(*_ORDER))
     return [r._mapping for r in conn.execute(query)]
 
@@ -54,6 +76,10 @@ def read_facturas_by_id(conn: Connection, ids: Sequence[int]) -> list[Mapping]:
 
 
 # --- registering invoices for a target -------------------------------------------------
+
+# States a registration checks again against the sales system (and the configuration):
+# nothing has reached Oppen for them, so they may still change.
+RECHECKED = (PENDING, FAILED, INVALID, EXCLUDED)
 
 @dataclass
 class Registered:
@@ -85,6 +111,7 @@ def map_factura(factura: Mapping, profile: MappingProfile, today: dt.date,
     return map_invoice(factura, profile, today=today, sernr=sernr)
 
 
+@retry_deadlocks
 def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: MappingProfile,
              today: dt.date) -> list[Registered]:
     """Make sure each invoice has a state row for `target`; re-check the unsent ones.
@@ -111,14 +138,18 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             factura = by_factura[fid]
             mapped = mapped_now[fid] = map_factura(factura, profile, today, None)
             valid = isinstance(mapped, Mapped)
+            excluded = isinstance(mapped, Excluded)
             new_rows.append({
                 "target": target, "factura_id": fid, "local": factura["local"],
                 "fecha": as_date(factura["fecha"]), "tipo": _clip_str(factura["tipo"], 10),
                 "reference": mapped.reference[:120],
                 "official_sernr": mapped.official_sernr if valid else None,
                 "monto": mapped.amount if valid else _safe_amount(factura["monto"]),
-                "state": PENDING if valid else INVALID, "needs_lookup": False,
-                "attempts": 0, "last_error": None if valid else f"Datos inválidos: {mapped.reason}",
+                "state": PENDING if valid else EXCLUDED if excluded else INVALID,
+                "needs_lookup": False,
+                "attempts": 0,
+                "last_error": None if valid else _problem(mapped),
+                "error_kind": None if valid or excluded else schema.ERROR_INVALID,
                 "created_at": now, "updated_at": now,
             })
         inserted = {r["factura_id"] for r in new_rows}
@@ -144,12 +175,13 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             row = existing[fid]
             factura = by_factura[fid]
             state, reference, error = row["state"], row["reference"], row["last_error"]
+            kind = row["error_kind"]
             # Rows inserted just now were mapped a moment ago; only older ones may have
             # changed in the sales system since.
             mapped = None
             if fid in inserted and fid in mapped_now:
                 mapped = _with_sernr(mapped_now[fid], profile, row["id"])
-            if state in (PENDING, FAILED, INVALID) and fid not in inserted:
+            if state in RECHECKED and fid not in inserted:
                 mapped = map_factura(factura, profile, today, row["id"])
                 posted_before = row["attempts"] > 0 or row["needs_lookup"]
                 number_now = mapped.official_sernr if isinstance(mapped, Mapped) else None
@@ -159,17 +191,19 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                     new = (CONFLICT, reference,
                            f"Conflicto: la factura cambió en el sistema de ventas después de un "
                            f"envío que pudo llegar a Oppen como {row['official_sernr']}; "
-                           "revisala en Oppen antes de reenviar")
+                           "revisala en Oppen antes de reenviar", schema.ERROR_CONFLICT)
+                elif isinstance(mapped, Excluded):
+                    new = (EXCLUDED, mapped.reference, mapped.reason, None)
                 elif isinstance(mapped, Invalid):
-                    new = (INVALID, mapped.reference, f"Datos inválidos: {mapped.reason}")
-                elif state == INVALID:
-                    new = (PENDING, mapped.reference, None)
+                    new = (INVALID, mapped.reference, _problem(mapped), schema.ERROR_INVALID)
+                elif state in (INVALID, EXCLUDED):
+                    new = (PENDING, mapped.reference, None, None)
                 else:
-                    new = (state, mapped.reference, error)
-                if new != (state, reference, error):
-                    state, reference, error = new
+                    new = (state, mapped.reference, error, kind)
+                if new != (state, reference, error, kind):
+                    state, reference, error, kind = new
                     changes.append({"b_id": row["id"], "b_state": state, "b_ref": reference[:120],
-                                    "b_err": error,
+                                    "b_err": error, "b_kind": kind,
                                     "b_off": number_now if state in (PENDING, FAILED)
                                     else row["official_sernr"], "b_now": now})
             result.append(Registered(row["id"], factura, state, reference, bool(row["needs_lookup"]),
@@ -177,12 +211,20 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
         if changes:
             conn.execute(
                 sa.update(t).where(t.c.id == sa.bindparam("b_id"),
-                                   t.c.state.in_((PENDING, FAILED, INVALID)))
+                                   t.c.state.in_(RECHECKED))
                 .values(state=sa.bindparam("b_state"), reference=sa.bindparam("b_ref"),
-                        last_error=sa.bindparam("b_err"), official_sernr=sa.bindparam("b_off"),
+                        last_error=sa.bindparam("b_err"), error_kind=sa.bindparam("b_kind"),
+                        official_sernr=sa.bindparam("b_off"),
                         updated_at=sa.bindparam("b_now")),
                 changes)
     return result
+
+
+def _problem(result: Invalid | Excluded) -> str:
+    """What a row that is not sent records: the exclusion's reason, or the bad data."""
+    if isinstance(result, Excluded):
+        return result.reason
+    return f"Datos inválidos: {result.reason}"
 
 
 def _with_sernr(mapped: Mapped | Invalid, profile: MappingProfile, state_id: int
@@ -211,6 +253,7 @@ def _safe_amount(value):
 CLAIMABLE = (PENDING, FAILED)
 
 
+@retry_deadlocks
 def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
           ) -> dict[int, bool]:
     """Claim the invoices that are free (or whose claim expired), in one transaction.
@@ -253,6 +296,7 @@ def release_claims(conn: Connection, owner: str, reason: str) -> int:
     return conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
                         .values(state=PENDING, needs_lookup=True, claim_owner=None,
                                 claim_until=None, last_error=reason,
+                                error_kind=schema.ERROR_UNKNOWN,
                                 updated_at=schema.utcnow())).rowcount
 
 
@@ -265,6 +309,7 @@ class Attempt:
     http_status: int | None = None
     error: str | None = None
     response_body: str | None = None
+    error_kind: str | None = None   # schema.ERROR_*, with `error`
 
 
 @dataclass
@@ -281,8 +326,11 @@ class Outcome:
     response_body: str | None = None
     posts: int = 0
     attempts: list[Attempt] = field(default_factory=list)
+    total_oppen: Decimal | None = None   # the Total Oppen holds for it (VAT included)
+    error_kind: str | None = None        # schema.ERROR_*, with `error`
 
 
+@retry_deadlocks
 def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Outcome],
            progress: Mapping | None = None) -> None:
     """Write a batch of outcomes, their attempts and the run's progress in one transaction."""
@@ -295,8 +343,11 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                 .values(state=sa.bindparam("b_state"), needs_lookup=sa.bindparam("b_lookup"),
                         sernr=sa.func.coalesce(sa.bindparam("b_sernr", type_=sa.BigInteger),
                                                t.c.sernr),
+                        total_oppen=sa.func.coalesce(
+                            sa.bindparam("b_total", type_=sa.Numeric(15, 2)), t.c.total_oppen),
                         attempts=t.c.attempts + sa.bindparam("b_posts", type_=sa.Integer),
                         last_error=sa.bindparam("b_error"),
+                        error_kind=sa.bindparam("b_kind"),
                         last_http_status=sa.bindparam("b_status", type_=sa.Integer),
                         request_body=sa.func.coalesce(sa.bindparam("b_req", type_=sa.Text),
                                                       t.c.request_body),
@@ -306,25 +357,32 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                         sent_at=sa.case((sa.bindparam("b_state") == SENT, now),
                                         else_=t.c.sent_at)),
                 [{"b_id": o.state_id, "b_state": o.state, "b_lookup": o.needs_lookup,
-                  "b_sernr": o.sernr, "b_posts": o.posts, "b_error": clip(o.error, 4000),
+                  "b_sernr": o.sernr, "b_total": o.total_oppen, "b_posts": o.posts, "b_error": clip(o.error, 4000),
+                  "b_kind": (o.error_kind or schema.ERROR_UNKNOWN) if o.error else None,
                   "b_status": o.http_status, "b_req": clip(o.request_body),
                   "b_resp": clip(o.response_body)} for o in outcomes])
             attempts = [{"oppen_invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
                          "at": a.at, "duration_ms": a.duration_ms, "http_status": a.http_status,
                          "outcome": a.outcome, "error": clip(a.error, 4000),
+                         "error_kind": (a.error_kind or schema.ERROR_UNKNOWN) if a.error else None,
                          "response_body": clip(a.response_body, 4000)}
                         for o in outcomes for a in o.attempts]
             if attempts:
                 conn.execute(sa.insert(oppen_attempts), attempts)
         if run_id is not None and progress is not None:
+            # Progress only: the run's heartbeat is the heartbeat thread's, on the
+            # database's clock, whatever this thread is waiting on.
             conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id)
-                         .values(heartbeat_at=now, **progress))
+                         .values(**progress))
 
 
-def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str) -> None:
+@retry_deadlocks
+def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str,
+                 kind: str = schema.ERROR_UNKNOWN) -> None:
     """Record why a set of unsent invoices was not attempted (e.g. authentication failed)."""
     t = oppen_invoices
     with engine.begin() as conn:
         for part in chunks(list(state_ids)):
             conn.execute(sa.update(t).where(t.c.id.in_(part), t.c.state.in_(CLAIMABLE))
-                         .values(last_error=reason, updated_at=schema.utcnow()))
+                         .values(last_error=reason, error_kind=kind,
+                                 updated_at=schema.utcnow()))

@@ -84,11 +84,14 @@ SOURCE_TABLES = (facturas_trns, locales_auditados, cierres_locales, anticipos)
 # States of an invoice for one target. "sending" is a claim with a lease: the
 # invoice's POST may be in flight; if its owner dies, the next owner looks it up in
 # Oppen before any new POST (needs_lookup).
-PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT = (
-    "pending", "sending", "sent", "failed", "invalid", "conflict")
-STATES = (PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT)
+# "excluded" is a row the profile does not send (a local excluded by configuration, a
+# type the profile leaves out): audited, never sent, with the reason in last_error.
+PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT, EXCLUDED = (
+    "pending", "sending", "sent", "failed", "invalid", "conflict", "excluded")
+STATES = (PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT, EXCLUDED)
 STATE_LABELS = {PENDING: "pendiente", SENDING: "enviando", SENT: "enviada",
-                FAILED: "fallida", INVALID: "inválida", CONFLICT: "conflicto"}
+                FAILED: "fallida", INVALID: "inválida", CONFLICT: "conflicto",
+                EXCLUDED: "excluida"}
 
 # Why an invoice (or one attempt) did not get into Oppen, by what a person does next;
 # stored in `error_kind`, which is NULL exactly when there is no error (an invoice's
@@ -145,6 +148,8 @@ oppen_invoices = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("sent_at", sa.DateTime),
     sa.Column("error_kind", sa.String(20)),     # one of ERROR_KINDS, with last_error
+    sa.Column("total_oppen", sa.Numeric(15, 2)),   # Oppen's Total (VAT included)
+    sa.Column("client_sernr", sa.BigInteger),   # a reassigned client SerNr (else base + id)
     sa.UniqueConstraint("target", "factura_id", name="uq_oppen_invoices_target_factura"),
     sa.Index("ix_oppen_invoices_day", "target", "local", "fecha", "state"),
     sa.Index("ix_oppen_invoices_state", "target", "state", "fecha"),

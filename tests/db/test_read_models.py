@@ -156,8 +156,6 @@ def test_monitoring_aggregates(synced, settings):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="the exporter does not write error_kind yet: when it "
-                   "does, this passes and the marker goes")
 def test_error_kinds_after_real_syncs(synced, settings):
     """The kinds the console shows come from what the sync recorded (error_kind)."""
     kinds = read_models.errors_by_kind(synced, settings, DAY, DAY2)
