@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from . import demo
 from .errors import ConfigError
-from .state import schema
+from .state import migrate, schema
 from .oppen.client import OppenClient
 from .settings import PROJECT_DIR, Settings, local_today
 
@@ -34,24 +34,28 @@ def open_engine(settings: Settings, **kwargs) -> Engine:
     return schema.make_engine(settings.database_url, **kwargs)
 
 
-def prepare_database(engine: Engine, settings: Settings) -> dict | None:
-    """Make the database ready for a console process; called once per process.
+def prepare_database(engine: Engine, settings: Settings) -> str | None:
+    """Make the database ready for a console process (called once per process); returns
+    None, or the one line a person must read before it can be used (an upgrade to run).
 
-    Creates the tables that are missing (never drops or alters: `schema.init_db`), refuses
-    a database that still lacks the sales system's tables, and fills an empty one with the
-    demo when `demo.wanted(settings)` (the default SQLite file, or OPPEN_DEMO_DATA=1), so
-    a console started by hand comes up with data. Returns what the demo wrote, or None.
+    The embedded default (`demo.wanted`: the project's SQLite file, or OPPEN_DEMO_DATA=1)
+    is the console's own: its tables are created and upgraded and an empty one gets the
+    demo, so a console started by hand comes up with data. Any other database is only
+    checked: its schema changes with `python -m sync init-db`, never with a page view.
+    Raises ConfigError when the sales system's tables are missing (a wrong DATABASE_URL).
     """
-    demo_data = demo.wanted(settings)
-    schema.init_db(engine, source_tables=True if demo_data else None)
+    if demo.wanted(settings):
+        schema.init_db(engine, source_tables=True)
+        if demo.is_empty(engine):
+            result = demo.load_demo(engine, today=local_today())
+            logger.info("Datos de demostración cargados: %s", result)
+    problem = migrate.check(engine)
+    if problem:
+        return problem
     missing = schema.check_schema(engine)
     if missing:
         raise ConfigError(f"Faltan tablas en la base ({', '.join(missing)}): revisá DATABASE_URL "
                           "o ejecutá python -m sync init-db")
-    if demo_data and demo.is_empty(engine):
-        result = demo.load_demo(engine, today=local_today())
-        logger.info("Datos de demostración cargados: %s", result)
-        return result
     return None
 
 

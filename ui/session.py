@@ -40,13 +40,19 @@ def load() -> Settings:
         st.stop()
 
 
+class _NotReady(Exception):
+    """The database needs something done first (an upgrade); carries the line to show."""
+
+
 @st.cache_resource(show_spinner="Preparando la base de datos…")
 def _engine(database_url: str, _settings: Settings) -> sa.engine.Engine:
     # Once per database per server process. A failure is not cached: the next page view
-    # tries again (e.g. once the database is back up).
+    # checks again (e.g. once init-db has upgraded the database, or it is back up).
     engine = wiring.open_engine(_settings)
     try:
-        wiring.prepare_database(engine, _settings)
+        problem = wiring.prepare_database(engine, _settings)
+        if problem:
+            raise _NotReady(problem)
     except BaseException:
         engine.dispose()
         raise
@@ -58,6 +64,8 @@ def engine(settings: Settings) -> sa.engine.Engine:
     problem is shown in one Spanish line and stops the page."""
     try:
         return _engine(settings.database_url, settings)
+    except _NotReady as exc:
+        st.error(str(exc))
     except ConfigError as exc:
         st.error(f"Error de configuración: {exc.message}")
     except sa.exc.SQLAlchemyError:

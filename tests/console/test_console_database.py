@@ -1,17 +1,28 @@
 """The console's database: the embedded default is prepared once per process (tables,
-demo data), and a console started by hand audits against its embedded sandbox.
-`wiring.prepare_database` is tested without Streamlit; the pages in AppTest against
-real SQLite files."""
+demo data), any other database is only checked, and one whose schema is behind says so
+in one Spanish line with the command to run. `wiring.prepare_database` is tested
+without Streamlit; the pages in AppTest against real SQLite files."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import sqlalchemy as sa
 
-from sync import wiring
+from sync import demo, wiring
 from sync.settings import load_settings
-from sync.state import schema
+from sync.state import migrate, read_models, schema
 
-from ui_helpers import ANA, run_until, texts
+from ui_helpers import ANA, BETO, PAGES, ROOT, run_until, texts
+
+
+def schema_before_migrations():
+    """tests/db's frozen copy of the tables as main made them before migrations."""
+    path = ROOT / "tests" / "db" / "fixtures" / "schema_before_migrations.py"
+    spec = importlib.util.spec_from_file_location("schema_before_migrations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def facturas(url: str) -> int:
@@ -20,6 +31,14 @@ def facturas(url: str) -> int:
         with engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count())
                                 .select_from(schema.facturas_trns)).scalar()
+    finally:
+        engine.dispose()
+
+
+def tables_of(url: str) -> set[str]:
+    engine = schema.make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
@@ -41,16 +60,68 @@ def test_the_embedded_default_gets_tables_and_demo_once(console_env, monkeypatch
     settings = load_settings()
     engine = wiring.open_engine(settings)
     try:
-        wiring.prepare_database(engine, settings)
+        assert wiring.prepare_database(engine, settings) is None
         loaded = facturas(url)
         assert loaded > 0
-        wiring.prepare_database(engine, settings)   # never loaded twice
+        assert wiring.prepare_database(engine, settings) is None   # never loaded twice
         assert facturas(url) == loaded
     finally:
         engine.dispose()
 
 
+def test_any_other_database_is_checked_never_changed(console_env, monkeypatch, tmp_path):
+    url = fresh_database(monkeypatch, tmp_path, demo=False)
+    settings = load_settings()
+    engine = wiring.open_engine(settings)
+    try:
+        assert wiring.prepare_database(engine, settings) == migrate.UPGRADE_NEEDED_MESSAGE
+        assert not {t.name for t in schema.OWN_TABLES} & tables_of(url)
+        schema.init_db(engine)                  # what `python -m sync init-db` does
+        assert wiring.prepare_database(engine, settings) is None
+        assert facturas(url) == 0               # no demo data outside the default
+    finally:
+        engine.dispose()
+
+
 # --- in the console --------------------------------------------------------------------------------
+
+def test_a_database_to_upgrade_is_one_spanish_line_on_every_page(console_env, app,
+                                                                 monkeypatch, tmp_path):
+    """A database as the previous version made it: its tables predate migrations."""
+    url = fresh_database(monkeypatch, tmp_path, demo=False)
+    engine = schema.make_engine(url)
+    schema_before_migrations().create(engine)
+    demo.load_demo(engine, today=read_models.local_today())
+    loaded = facturas(url)
+    for page in PAGES:
+        at = app(f"pages/{page}", BETO).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert [e.value for e in at.error] == [migrate.UPGRADE_NEEDED_MESSAGE], page
+        assert "python -m sync init-db" in at.error[0].value
+        assert len(at.dataframe) == 0 and len(at.metric) == 0 and len(at.button) == 0
+    assert migrate.current(engine) is None   # the console upgraded nothing
+
+    # Once upgraded, the next page view works: the refusal was not cached.
+    schema.init_db(engine)
+    engine.dispose()
+    at = app("pages/auditoria.py", ANA).run()
+    assert not at.exception and not at.error, texts(at)
+    assert "MATRIZ" in list(at.dataframe[0].value["Local"])
+    assert facturas(url) == loaded
+
+
+def test_a_database_newer_than_the_program_says_so(console_env, app, monkeypatch, tmp_path):
+    url = fresh_database(monkeypatch, tmp_path, demo=False)
+    engine = schema.make_engine(url)
+    schema.init_db(engine, source_tables=True)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
+    engine.dispose()
+    at = app("pages/auditoria.py", ANA).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        migrate.NEWER_SCHEMA_MESSAGE.format(revision="9999")]
+
 
 def test_the_database_is_prepared_once_per_process_not_per_view(console_env, app,
                                                                 monkeypatch, tmp_path):
