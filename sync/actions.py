@@ -25,7 +25,7 @@ from . import messages
 from .errors import AuditRefused, NotFound, OppenError, RunInProgress, SyncError
 from .exporter import Progress, RunRequest, run
 from .oppen.retry import Policy
-from .mapping import Mapped, differences, parse_day
+from .mapping import Mapped, differences, parse_day, pick_ours, voucher_identity
 from .oppen.client import OppenClient
 from .settings import Settings, local_today
 from .state import binder, schema
@@ -275,6 +275,7 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
             today: dt.date | None = None) -> dict:
     """The exact payloads a sync would send now; nothing is written or sent."""
     today = today or local_today()
+    profile = binder.run_profile(engine, settings.mapping)
     with schema.reading(engine) as conn:
         facturas = binder.read_facturas(conn, local, fecha)
         t = oppen_invoices
@@ -288,7 +289,7 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
     items, total_valid, count_valid = [], 0, 0
     for factura in facturas:
         state_row = known.get(factura["id"])
-        mapped = binder.map_factura(factura, settings.mapping, today,
+        mapped = binder.map_factura(factura, profile, today,
                                    state_row.id if state_row else None)
         entry = {"factura_id": factura["id"], "tipo": factura["tipo"],
                  "punto_venta": factura["punto_venta"], "nro_factura": factura["nro_factura"],
@@ -382,21 +383,49 @@ def day_accounting(engine: Engine, settings: Settings, local: str, fecha: dt.dat
 
 def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
                        client: OppenClient | None = None, today: dt.date | None = None) -> dict:
-    """For a duplicate: what Oppen holds under this number, next to what we would send."""
+    """For a duplicate: what Oppen holds under this number, next to what we would send.
+
+    `remote` is the record that is ours by voucher identity (not annulled), or None;
+    `others` are the other records under the number (another voucher type, annulled);
+    `linked_to` names our own row already sent as that record, if any."""
     row, factura = _state_and_factura(engine, state_id)
-    mapped = binder.map_factura(factura, settings.mapping, today or local_today(), row["id"])
+    profile = binder.run_profile(engine, settings.mapping)
+    mapped = binder.map_factura(factura, profile, today or local_today(), row["id"])
     if not isinstance(mapped, Mapped):
-        raise SyncError(f"La factura {row['reference']} tiene datos inválidos: {mapped.reason}")
+        raise SyncError(f"La factura {row['reference']} tiene datos inválidos: "
+                        f"{getattr(mapped, 'reason', '')}")
     client, owned = _client_or_default(settings, client)
     try:
         found = client.find_invoices(mapped.official_sernr)
     finally:
         if owned:
             client.close()
-    remote = found[0] if found else None
+    remote, others = pick_ours(mapped.payload, found)
     return {"reference": row["reference"], "payload": mapped.payload, "remote": remote,
+            "others": others, "linked_to": _linked_row(engine, settings, state_id, mapped),
             "differences": (differences(mapped.payload, remote, gross=mapped.amount,
-                                           ignore=("SerNr",)) if remote else None)}
+                                        ignore=("SerNr",)) if remote else None)}
+
+
+def _linked_row(engine: Engine, settings: Settings, state_id: int, mapped: Mapped) -> dict | None:
+    """Another of our rows already sent as this invoice (same number and voucher type):
+    Oppen's record is that row's, so this one cannot be linked to it."""
+    t, f = oppen_invoices, schema.facturas_trns
+    with schema.reading(engine) as conn:
+        rows = conn.execute(
+            sa.select(t.c.factura_id, t.c.tipo, t.c.reference, t.c.local, t.c.fecha,
+                      t.c.request_body)
+            .where(t.c.target == settings.target, t.c.official_sernr == mapped.official_sernr,
+                   t.c.state == SENT, t.c.id != state_id)).all()
+    for r in rows:
+        try:
+            theirs = json.loads(r.request_body) if r.request_body else {}
+        except ValueError:
+            theirs = {}
+        if voucher_identity(theirs) == voucher_identity(mapped.payload) or not theirs:
+            return {"factura_id": r.factura_id, "tipo": r.tipo, "referencia": r.reference,
+                    "local": r.local, "fecha": r.fecha.isoformat()}
+    return None
 
 
 def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: str,
@@ -411,17 +440,14 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
         raise SyncError("Indicá un motivo para vincular la factura")
     comparison = compare_with_oppen(engine, settings, state_id, client=client, today=today)
     number = comparison["payload"]["OfficialSerNr"]
-    t = oppen_invoices
-    with schema.reading(engine) as conn:
-        twin = conn.execute(sa.select(t.c.factura_id).where(
-            t.c.target == settings.target, t.c.official_sernr == number, t.c.state == SENT,
-            t.c.id != state_id).limit(1)).scalar()
+    twin = comparison["linked_to"]
     if twin is not None:
         # Two rows of the sales system with one number: Oppen's invoice is already the
         # other row's. Linking this one too would count one invoice twice.
         raise SyncError(f"No se puede vincular: la factura {number} de Oppen ya corresponde a "
-                        f"otra fila del sistema de ventas (id {twin}); esta fila está duplicada "
-                        "allí y hay que corregirla en el origen")
+                        f"otra fila del sistema de ventas (id {twin['factura_id']}, "
+                        f"{twin['referencia']}, {twin['local']}, {twin['fecha']}); esta fila "
+                        "está duplicada allí y hay que corregirla en el origen")
     remote = comparison["remote"]
     if remote is None:
         raise SyncError(f"Oppen no tiene ninguna factura {comparison['payload']['OfficialSerNr']}: "

@@ -176,7 +176,7 @@ class Exporter:
                  policy: Policy | None = None, today: dt.date | None = None,
                  on_start: Callable[[int], None] | None = None):
         self.engine, self.settings, self.client, self.request = engine, settings, client, request
-        self.profile = settings.mapping
+        self.profile = binder.run_profile(engine, settings.mapping)
         self.progress = progress
         self.policy = policy or Policy.from_settings(settings)
         self.today = today or local_today()

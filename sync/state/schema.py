@@ -79,6 +79,17 @@ anticipos = sa.Table(
 
 SOURCE_TABLES = (facturas_trns, locales_auditados, cierres_locales, anticipos)
 
+# A host table some chains keep: each local's label code in Oppen. Optional (read when
+# it exists, configuration wins), so it lives in its own MetaData: nothing creates,
+# requires or migrates it.
+host_optional = sa.MetaData()
+labels_oppen = sa.Table(
+    "labels_oppen", host_optional,
+    sa.Column("local", sa.String(100), primary_key=True),
+    sa.Column("cod_oppen", sa.String(60)),
+    **MYSQL_OPTS,
+)
+
 # --- Our own tables ---------------------------------------------------------------
 
 # States of an invoice for one target. "sending" is a claim with a lease: the
