@@ -282,7 +282,8 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
         known = {}
         ids = [f["id"] for f in facturas]
         for part in schema.chunks(ids):
-            for r in conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr)
+            for r in conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr,
+                                            t.c.client_sernr)
                                   .where(t.c.target == settings.target,
                                          t.c.factura_id.in_(part))):
                 known[r.factura_id] = r
@@ -290,7 +291,8 @@ def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
     for factura in facturas:
         state_row = known.get(factura["id"])
         mapped = binder.map_factura(factura, profile, today,
-                                   state_row.id if state_row else None)
+                                   state_row.id if state_row else None,
+                                   state_row.client_sernr if state_row else None)
         entry = {"factura_id": factura["id"], "tipo": factura["tipo"],
                  "punto_venta": factura["punto_venta"], "nro_factura": factura["nro_factura"],
                  "monto": factura["monto"], "reference": mapped.reference,
@@ -390,7 +392,8 @@ def compare_with_oppen(engine: Engine, settings: Settings, state_id: int, *,
     `linked_to` names our own row already sent as that record, if any."""
     row, factura = _state_and_factura(engine, state_id)
     profile = binder.run_profile(engine, settings.mapping)
-    mapped = binder.map_factura(factura, profile, today or local_today(), row["id"])
+    mapped = binder.map_factura(factura, profile, today or local_today(), row["id"],
+                                row["client_sernr"])
     if not isinstance(mapped, Mapped):
         raise SyncError(f"La factura {row['reference']} tiene datos inválidos: "
                         f"{getattr(mapped, 'reason', '')}")
@@ -476,6 +479,46 @@ def link_duplicate(engine: Engine, settings: Settings, state_id: int, *, user: s
             http_status=200, outcome="linked", error=None,
             response_body=json.dumps(remote, ensure_ascii=False, default=str)[:4000]))
     return {"linked": True, **comparison}
+
+
+def reassign_sernr(engine: Engine, settings: Settings, state_id: int, *, user: str,
+                   reason: str) -> dict:
+    """Give an invoice a new client SerNr, because Oppen holds its SerNr under another
+    number (the conflict `exporter._explain_duplicate` records). One recorded action:
+    a run of kind "sernr" and an attempt with the old and new SerNr; the invoice goes
+    back to pending, to be sent (by a resend or the worker) under the new SerNr."""
+    if not reason or not reason.strip():
+        raise SyncError("Indicá un motivo para asignar un SerNr nuevo")
+    if settings.mapping.sernr_mode != "client":
+        raise SyncError("Con esta configuración Oppen asigna el SerNr: no hay nada que reasignar")
+    row, _ = _state_and_factura(engine, state_id)
+    if row["state"] != CONFLICT or row["error_kind"] != schema.ERROR_SERNR_TAKEN:
+        raise SyncError(f"La factura {row['reference']} no tiene el SerNr ocupado en Oppen; "
+                        "no hace falta asignarle uno nuevo")
+    old = binder.sernr_for(settings.mapping, row["id"], row["client_sernr"])
+    new = old + binder.REASSIGN_STEP
+    if new >= 2 ** 63:
+        raise SyncError("No quedan SerNr libres para esta factura: revisá OPPEN_MAPPING_SERNR_BASE")
+    t = oppen_invoices
+    now = schema.utcnow()
+    detail = json.dumps({"sernr_anterior": old, "sernr_nuevo": new}, ensure_ascii=False)
+    with engine.begin() as conn:
+        changed = conn.execute(sa.update(t).where(
+            t.c.id == state_id, t.c.state == CONFLICT,
+            t.c.error_kind == schema.ERROR_SERNR_TAKEN).values(
+            client_sernr=new, state=PENDING, needs_lookup=False, last_error=None,
+            error_kind=None, last_http_status=None, updated_at=now)).rowcount
+        if not changed:
+            raise SyncError("La factura ya no está en conflicto (otra persona la resolvió)")
+        run_id = conn.execute(sa.insert(schema.oppen_runs).values(
+            target=settings.target, kind="sernr", username=user, reason=reason.strip(),
+            owner=schema.new_owner(), state=schema.DONE, started_at=now, finished_at=now,
+            total=1, processed=1, exitosas=1, fallidas=0,
+            message=f"{row['reference']}: SerNr {old} → {new}")).inserted_primary_key[0]
+        conn.execute(sa.insert(schema.oppen_attempts).values(
+            oppen_invoice_id=state_id, run_id=run_id, kind="sernr", at=now, duration_ms=0,
+            http_status=None, outcome="reassigned", error=None, response_body=detail))
+    return {"reference": row["reference"], "sernr_anterior": old, "sernr_nuevo": new}
 
 
 def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]:

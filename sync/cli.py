@@ -575,6 +575,29 @@ def _serve_sandbox(*, host, port, api, username, store, latency_ms, error_rate, 
     return OK
 
 
+@cli.command("new-sernr", short_help="asignar un SerNr nuevo a una factura en conflicto",
+             help="Asignar un SerNr nuevo a una factura cuyo SerNr Oppen ya tiene con otro "
+                  "número (un respaldo restaurado, dos bases con la misma base de SerNr). "
+                  "ID es el id que muestra `status --json`. Queda registrado quién, cuándo "
+                  "y por qué; la factura vuelve a pendiente y se envía con el SerNr nuevo "
+                  "en el próximo reenvío.")
+@click.argument("state_id", metavar="ID", type=INT, help="id de la factura en el registro de envíos")
+@click.option("--reason", required=True, metavar="MOTIVO", help="motivo (obligatorio)")
+@click.option("--user", default=_default_user, metavar="USUARIO",
+              help="quién lo asigna (por defecto, el usuario del sistema)")
+@click.option("--json", "as_json", is_flag=True, help="salida JSON")
+def new_sernr_command(state_id: int, reason: str, user: str, as_json: bool) -> int:
+    from .actions import reassign_sernr
+    settings = load_settings()
+    result = reassign_sernr(_engine(settings), settings, state_id, user=user, reason=reason)
+    if as_json:
+        _print_json(result)
+    else:
+        print(f"{result['reference']}: SerNr {result['sernr_anterior']} → "
+              f"{result['sernr_nuevo']}; se enviará con el nuevo en el próximo reenvío")
+    return OK
+
+
 @cli.command("hash-password",
              short_help="generar el hash bcrypt de una contraseña de la consola",
              help="Generar el hash bcrypt de una contraseña de la consola, para "

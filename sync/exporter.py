@@ -385,7 +385,8 @@ class _Sender:
                                      error_kind=schema.ERROR_UNKNOWN), write=False)
                 continue
             # Registration mapped it; only a claim taken over from a dead run was not.
-            mapped = reg.mapped or binder.map_factura(reg.factura, x.profile, x.today, reg.state_id)
+            mapped = reg.mapped or binder.map_factura(reg.factura, x.profile, x.today,
+                                                      reg.state_id, reg.client_sernr)
             if isinstance(mapped, Excluded):
                 self._settle(Outcome(reg.state_id, reg.reference, EXCLUDED, claimed[reg.state_id],
                                      error=mapped.reason))
@@ -500,7 +501,9 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             breaker.success()
             if not ambiguous:
                 logger.error("❌ %s", exc.message)
-                return _failed(out, exc)
+                _failed(out, exc)
+                _explain_duplicate(client, parcel, out)
+                return out
             # Maybe our own earlier attempt: find out what Oppen holds.
             error, out.needs_lookup = exc, True
             try:
@@ -620,6 +623,32 @@ def _not_ours(parcel: Parcel, record: Mapping) -> str | None:
     if abs(total - ours_total) > CENT:
         return f"devolvió otro importe ({total}, se esperaba {ours_total})"
     return None
+
+
+def _explain_duplicate(client: OppenClient, parcel: Parcel, out: Outcome) -> None:
+    """A duplicate on an invoice we never posted before: when we chose its SerNr and
+    Oppen holds nothing under its number, the SerNr is what clashes (a restored backup,
+    two databases with one base). Resending would only meet the same refusal, so it
+    becomes a conflict that says so, for an admin to give it a new SerNr."""
+    sernr = parcel.payload.get("SerNr")
+    if sernr is None:
+        return
+    started = time.monotonic()
+    try:
+        if pick_ours(parcel.payload, client.find_invoices(parcel.official_sernr))[0] is not None:
+            return          # Oppen holds this very invoice: compare and link it
+        holders = [r for r in client.find_by_sernr(int(sernr))
+                   if str(r.get("OfficialSerNr")) != parcel.official_sernr]
+    except OppenError:
+        return              # cannot tell: it stays a duplicate, as Oppen said
+    if not holders:
+        return
+    other = str(holders[0].get("OfficialSerNr"))[:40]
+    out.state, out.error_kind = CONFLICT, schema.ERROR_SERNR_TAKEN
+    out.error = (f"Conflicto: Oppen ya tiene el SerNr {sernr} con otro número ({other}); "
+                 "hay que asignarle un SerNr nuevo a esta factura")
+    out.attempts.append(Attempt("lookup", "conflict", schema.utcnow(), _ms(started), 200,
+                                out.error, _body(holders[0]), schema.ERROR_SERNR_TAKEN))
 
 
 def _lookup(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:

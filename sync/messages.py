@@ -77,4 +77,4 @@ def public_summary(summary: dict) -> dict:
 ERROR_KIND_LABELS = {"duplicate": "Duplicada en Oppen", "rejected": "Rechazada por Oppen",
                      "auth": "Error de autenticación", "transport": "Error de conexión",
                      "invalid": "Datos inválidos", "conflict": "Conflicto con Oppen",
-                     "unknown": "Otro"}
+                     "unknown": "Otro", "sernr_taken": "SerNr ocupado en Oppen"}

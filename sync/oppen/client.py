@@ -355,6 +355,17 @@ class OppenClient:
                                     "OfficialSerNr no filtra y hay demasiadas facturas")
         return found
 
+    def find_by_sernr(self, sernr: int) -> list[dict]:
+        """The invoices Oppen holds under this SerNr (each record checked: an ignored
+        filter must not make another invoice look like the one asked for)."""
+        found = []
+        for seen, record in enumerate(self.list_invoices({"SerNr": sernr}), start=1):
+            if str(record.get("SerNr")) == str(sernr):
+                found.append(record)
+            if seen >= PAGE_SIZE:   # one page is plenty for a key: stop reading the ledger
+                break
+        return found
+
     def ping(self) -> dict:
         """Authenticate and read one invoice: what the console's connectivity check shows."""
         started = time.monotonic()

@@ -106,18 +106,26 @@ class Registered:
     # The run's one mapping of this invoice (None for rows a run does not send:
     # sent or conflict). For a new row the client SerNr is already its own.
     mapped: Mapped | Invalid | None = None
+    client_sernr: int | None = None      # a reassigned SerNr, if an admin gave one
 
 
-def sernr_for(profile: MappingProfile, state_id: int) -> int | None:
-    """Client-assigned SerNr: allocated once per invoice from our database, never reused."""
+# A reassigned SerNr moves this far from the invoice's own: past any row id we will
+# ever have, so it never meets another invoice's base + id.
+REASSIGN_STEP = 10 ** 13
+
+
+def sernr_for(profile: MappingProfile, state_id: int, client_sernr: int | None = None
+              ) -> int | None:
+    """Client-assigned SerNr: allocated once per invoice from our database, never reused
+    (base + our row id), unless an admin gave the invoice a new one (`client_sernr`)."""
     if profile.sernr_mode != "client":
         return None
-    return profile.sernr_base + state_id
+    return client_sernr if client_sernr is not None else profile.sernr_base + state_id
 
 
 def map_factura(factura: Mapping, profile: MappingProfile, today: dt.date,
-                state_id: int | None) -> Mapped | Invalid:
-    sernr = sernr_for(profile, state_id) if state_id is not None else None
+                state_id: int | None, client_sernr: int | None = None) -> Mapped | Invalid:
+    sernr = sernr_for(profile, state_id, client_sernr) if state_id is not None else None
     if profile.sernr_mode == "client" and sernr is None:
         sernr = 0  # only to learn the reference before the row has its id
     return map_invoice(factura, profile, today=today, sernr=sernr)
@@ -199,7 +207,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             if fid in inserted and fid in mapped_now:
                 mapped = _with_sernr(mapped_now[fid], profile, row["id"])
             if state in RECHECKED and fid not in inserted:
-                mapped = map_factura(factura, profile, today, row["id"])
+                mapped = map_factura(factura, profile, today, row["id"], row["client_sernr"])
                 posted_before = row["attempts"] > 0 or row["needs_lookup"]
                 number_now = mapped.official_sernr if isinstance(mapped, Mapped) else None
                 if posted_before and row["official_sernr"] and number_now != row["official_sernr"]:
@@ -224,7 +232,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                                     "b_off": number_now if state in (PENDING, FAILED)
                                     else row["official_sernr"], "b_now": now})
             result.append(Registered(row["id"], factura, state, reference, bool(row["needs_lookup"]),
-                                     row["sernr"], error, mapped))
+                                     row["sernr"], error, mapped, row["client_sernr"]))
         if changes:
             conn.execute(
                 # Spelled out: an IN list cannot be expanded in an executemany.

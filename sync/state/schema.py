@@ -115,8 +115,9 @@ ERROR_TRANSPORT = "transport"   # no usable answer (connection, timeout, 5xx, 42
 ERROR_INVALID = "invalid"       # the sales system's data cannot be mapped
 ERROR_CONFLICT = "conflict"     # Oppen holds the number with other data
 ERROR_UNKNOWN = "unknown"       # anything else (interrupted run, unexpected error)
+ERROR_SERNR_TAKEN = "sernr_taken"   # Oppen holds our SerNr under another number: give a new one
 ERROR_KINDS = (ERROR_DUPLICATE, ERROR_REJECTED, ERROR_AUTH, ERROR_TRANSPORT, ERROR_INVALID,
-               ERROR_CONFLICT, ERROR_UNKNOWN)
+               ERROR_CONFLICT, ERROR_UNKNOWN, ERROR_SERNR_TAKEN)
 
 
 def error_kind_for(exc: BaseException) -> str:
