@@ -37,6 +37,13 @@ TOKEN_MARGIN = 30.0
 PAGE_SIZE = 100
 MAX_LOOKUP_PAGES = 20
 MAX_BODY = 2000
+# Reading a date range back (reconciliation): big pages, so a month of a chain is a
+# handful of requests; a server that caps __limit__ lower still pages through has_more.
+RANGE_PAGE_SIZE = 1000
+# An honoured range read stops past this many records (a range too long to hold);
+# one whose filter is ignored stops much sooner, past IGNORED_FILTER_CAP.
+MAX_RANGE_RECORDS = 200_000
+IGNORED_FILTER_CAP = PAGE_SIZE * MAX_LOOKUP_PAGES
 
 
 class TokenCache:
@@ -353,6 +360,40 @@ class OppenClient:
             if seen >= PAGE_SIZE * MAX_LOOKUP_PAGES:
                 raise OppenRejected("No se pudo verificar en Oppen: la consulta por "
                                     "OfficialSerNr no filtra y hay demasiadas facturas")
+        return found
+
+    def invoices_between(self, desde: str, hasta: str, *, page_size: int = RANGE_PAGE_SIZE,
+                         max_records: int = MAX_RANGE_RECORDS,
+                         ignored_cap: int = IGNORED_FILTER_CAP) -> list[dict]:
+        """Every invoice Oppen holds with a TransDate from `desde` to `hasta` (ISO days,
+        both included), annulled ones too, in as few paginated requests as the API allows
+        (`TransDate__gte` / `__lte`, paging through `has_more`).
+
+        The filter is checked on every record that comes back, never trusted: a record
+        outside the range (or without a readable TransDate) is dropped, and proves the
+        filter is being ignored. Then Oppen would list its whole ledger, so the read stops
+        with OppenRejected once `ignored_cap` records were read (a small ledger read whole
+        before that still gives the right answer). An honoured read stops the same way
+        past `max_records`, rather than hold more in memory than a range should have.
+        """
+        found: list[dict] = []
+        outside = 0
+        filters = {"TransDate__gte": desde, "TransDate__lte": hasta}
+        for seen, record in enumerate(self.list_invoices(filters, page_size=page_size), start=1):
+            day = str(record.get("TransDate") or "")[:10]
+            if len(day) == 10 and desde <= day <= hasta:
+                found.append(record)
+            else:
+                outside += 1
+            if outside and seen >= ignored_cap:
+                raise OppenRejected(
+                    f"No se pudo leer Oppen: no aplica el filtro de fechas (TransDate__gte/__lte) "
+                    f"y devuelve facturas de otros días; se detuvo la lectura tras {seen:,} "
+                    "facturas para no recorrer todo Oppen".replace(",", "."))
+            if seen > max_records:
+                raise OppenRejected(
+                    (f"No se pudo leer Oppen: del {desde} al {hasta} hay más de {max_records:,} "
+                     "facturas; elegí un rango más corto").replace(",", "."))
         return found
 
     def find_by_sernr(self, sernr: int) -> list[dict]:
