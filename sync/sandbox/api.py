@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
@@ -46,10 +47,13 @@ class _Call:
     official: Any = None
     voucher: str | None = None
     repeat: str | None = None
+    # When the request arrived, so a test can tell a POST already on the wire when its
+    # sender was killed or paused from one sent afterwards (entries are logged when done).
+    received: float = field(default_factory=time.monotonic)
 
     def record(self, outcome: str) -> None:
         self.log.record(self.method, self.resource, outcome, official=self.official,
-                        voucher=self.voucher, repeat=self.repeat)
+                        voucher=self.voucher, repeat=self.repeat, received=self.received)
 
 
 class OppenApi:

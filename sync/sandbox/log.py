@@ -29,7 +29,8 @@ class RequestLog:
         self._repeats: Counter[str] = Counter()
 
     def record(self, method: str, path: str, outcome: str, *, official: object = None,
-               voucher: str | None = None, repeat: str | None = None) -> None:
+               voucher: str | None = None, repeat: str | None = None,
+               received: float | None = None) -> None:
         """`repeat` is the invoice's identity when it is a POST of an invoice already
         held (counted whatever the answer was)."""
         with self._lock:
@@ -38,6 +39,7 @@ class RequestLog:
                 {
                     "seq": self._seq,
                     "t": time.monotonic(),
+                    "received": received,
                     "method": method,
                     "path": path,
                     "official_sernr": official if isinstance(official, str) else None,

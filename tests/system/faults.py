@@ -45,19 +45,22 @@ def run_cli(args, env, timeout=120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def kill_after_posts(proc: subprocess.Popen, sandbox, posts: int, limit: float = 30) -> bool:
-    """SIGKILL the process once the sandbox has seen `posts` more POSTs. True if killed."""
+def kill_after_posts(proc: subprocess.Popen, sandbox, posts: int, limit: float = 30
+                     ) -> float | None:
+    """SIGKILL the process once the sandbox has seen `posts` more POSTs. Returns when it
+    was killed (time.monotonic(), the in-process sandbox's clock too), None if not."""
     base = sum(1 for e in sandbox.request_log() if e["method"] == "POST")
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and proc.poll() is None:
         seen = sum(1 for e in sandbox.request_log() if e["method"] == "POST") - base
         if seen >= posts:
+            killed_at = time.monotonic()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return True
+            return killed_at
         time.sleep(0.005)
     proc.wait()
-    return False
+    return None
 
 
 def resend_until_done(env, engine, target, rounds: int = 40) -> int:
@@ -158,3 +161,24 @@ def check_accounting(engine, target) -> None:
             t.c.target == target, t.c.state.in_((schema.FAILED, schema.INVALID, schema.CONFLICT)),
             t.c.last_error.is_(None))).scalar()
         assert unexplained == 0
+
+
+def check_no_repeat_posts(sandbox, interruptions=()) -> None:
+    """Exactly once without leaning on Oppen's duplicate refusal: the sandbox counts every
+    POST of an invoice it already holds, and there must be none, except a POST that was
+    already on the wire when its sender was killed or paused (at one of `interruptions`,
+    time.monotonic() values): received before that moment, so nothing could stop it."""
+    repeats = sandbox.repeat_posts()
+    if not repeats:
+        return
+    log = sorted(sandbox.request_log(), key=lambda e: e["seq"])
+    excused = set()
+    for number in repeats:
+        posts = [e for e in log if e["method"] == "POST" and e.get("official_sernr")
+                 and number.startswith(e["official_sernr"])]
+        first = next((e for e in posts if not e.get("repeat")), None)
+        if first is not None and any(first["received"] is not None and
+                                     first["received"] <= moment for moment in interruptions):
+            excused.add(number)
+    assert set(repeats) <= excused, {n: repeats[n] for n in set(repeats) - excused}
+

@@ -16,8 +16,9 @@ from sync.state import schema
 from sync.oppen.retry import Policy
 
 from helpers import DAY, TODAY, add_factura, close_day
-from faults import (check_accounting, check_exactly_once, check_log, cli_env, kill_after_posts,
-                    resend_until_done, run_cli, seed_days, start_cli)
+from faults import (check_accounting, check_exactly_once, check_log, check_no_repeat_posts,
+                    cli_env, kill_after_posts, resend_until_done, run_cli, seed_days,
+                    start_cli)
 
 FAULTS = dict(error_rate=0.20, timeout_rate=0.10, drop_rate=0.05, token_max_uses=50,
               hang_seconds=0.45, seed=20250105)
@@ -31,11 +32,13 @@ def test_faults_and_a_kill_lose_nothing_and_duplicate_nothing(engine, settings, 
     env = cli_env(settings)
 
     proc = start_cli(["resend"], env)
-    assert kill_after_posts(proc, sandbox, posts=90), "the run ended before it could be killed"
+    killed_at = kill_after_posts(proc, sandbox, posts=90)
+    assert killed_at, "the run ended before it could be killed"
 
     rounds = resend_until_done(env, engine, settings.target)
 
     check_exactly_once(engine, settings.target, sandbox, expected=total)
+    check_no_repeat_posts(sandbox, [killed_at])
     log = sandbox.request_log()
     check_log(log)
     check_accounting(engine, settings.target)
@@ -71,6 +74,7 @@ def test_ten_concurrent_processes_for_one_day_post_each_invoice_once(engine, set
              if e["method"] == "POST" and e["path"] == "Invoice"]
     assert len(posts) == len(set(posts)) == total
     check_exactly_once(engine, settings.target, sandbox, expected=total)
+    check_no_repeat_posts(sandbox)
 
 
 def test_fifty_malformed_rows_among_a_thousand(engine, settings, client, sandbox):

@@ -25,7 +25,8 @@ from sync.oppen.retry import Policy
 from sync.sandbox import Faults, OppenSandbox
 
 from helpers import BACKENDS, MYSQL_URL, drop_mysql_database, mysql_database
-from faults import (check_accounting, check_exactly_once, check_log, cli_env, kill_after_posts,
+from faults import (check_accounting, check_exactly_once, check_log, check_no_repeat_posts,
+                    cli_env, kill_after_posts,
                     resend_until_done, seed_days, start_cli)
 
 INVOICES = 40
@@ -47,6 +48,7 @@ def machine_for(backend: str):
                 parsed, base = mysql_database(name)
                 url = parsed.render_as_string(hide_password=False)
                 self.mysql = (base, name)
+            self.kills: list[float] = []   # when a run was SIGKILLed (time.monotonic())
             self.engine = schema.make_engine(url)
             schema.init_db(self.engine, source_tables=True)
             seed_days(self.engine, ["NORTE", "SUR"], days=1, per_day=INVOICES // 2)
@@ -75,13 +77,16 @@ def machine_for(backend: str):
         @rule(posts=st.integers(1, 12))
         def run_and_kill(self, posts):
             proc = start_cli(["resend"], cli_env(self.settings))
-            kill_after_posts(proc, self.sandbox, posts=posts, limit=20)
+            killed_at = kill_after_posts(proc, self.sandbox, posts=posts, limit=20)
+            if killed_at is not None:
+                self.kills.append(killed_at)
 
         @invariant()
         def nothing_doubled_and_database_agrees(self):
             if not hasattr(self, "engine"):
                 return
             check_log(self.sandbox.request_log())
+            check_no_repeat_posts(self.sandbox, self.kills)
             check_accounting(self.engine, self.settings.target)
             stored = {i["OfficialSerNr"]: i["SerNr"] for i in self.sandbox.invoices()}
             assert len(stored) == len(self.sandbox.invoices())
