@@ -207,7 +207,7 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
         # Pending with a reason, or left behind by a run that died (never attempted, or
         # claimed and abandoned): all of them need someone to resend. Pending rows of a
         # local/day whose run is alive right now are that run's business, not a problem.
-        now = schema.utcnow()
+        now = _db_now(engine)   # leases are on the database's clock, not this host's
         L = schema.oppen_run_locks
         live_run = sa.exists().where(L.c.target == t.c.target, L.c.local == t.c.local,
                                      L.c.fecha == t.c.fecha, L.c.lease_until >= now)
@@ -326,7 +326,9 @@ def live_runs(engine: Engine, settings: Settings, *, kind: str | None = None,
     """Runs still going for this target: state 'running' with a heartbeat within the
     lease (a run whose process died stops counting once its lease is over)."""
     r = schema.oppen_runs
-    now = now or schema.utcnow()
+    # The heartbeat is written on the database's clock: judge it on that clock too, so
+    # a host whose clock runs ahead never calls a live run interrupted.
+    now = now or _db_now(engine)
     since = now - dt.timedelta(seconds=settings.lease_seconds)
     query = (sa.select(r).where(r.c.target == settings.target, r.c.state == schema.RUNNING,
                                 r.c.heartbeat_at >= since)
@@ -345,3 +347,8 @@ def running_run(engine: Engine, settings: Settings, local: str, fecha: dt.date) 
     """The live run of this local/day, if there is one."""
     runs = live_runs(engine, settings, local=local, fecha=fecha)
     return runs[-1] if runs else None
+
+
+def _db_now(engine: Engine) -> dt.datetime:
+    with schema.reading(engine) as conn:
+        return schema.db_now(conn)
