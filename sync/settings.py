@@ -59,6 +59,8 @@ class User:
     name: str
     role: str
     password_hash: str = field(repr=False)
+    # Single sign-on (st.login): the e-mail the identity provider vouches for.
+    email: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class Settings:
     def env_label(self) -> str:
         return ENV_LABELS[self.oppen_env]
 
+    # The console's login: how long a session lasts (kept across reloads and tabs), the
+    # key that signs it (None: one made once per database), and the single-sign-on
+    # providers configured in [auth] (st.login; "" is [auth]'s own, unnamed one).
+    session_hours: float = 12.0
+    session_secret: str | None = field(default=None, repr=False)
+    sso_providers: tuple[str, ...] = ()
     @property
     def embedded_sandbox(self) -> bool:
         return self.oppen_env == "sandbox" and self.base_url is None
@@ -220,6 +228,8 @@ SERNR_BASE_MAX = 10 ** 15
 PAYMENT_DAYS_MAX = 3650
 
 _MAPPING_RULES: dict[str, _Rule] = {
+    "OPPEN_SESSION_HOURS": ("session_hours", _positive_float),
+    "OPPEN_SESSION_SECRET": ("session_secret", _text),
     "customer": _Rule("text", 1, _CODE),
     "customers_by_local": _Rule("text", 1, _CODE, per="local"),
     "office": _Rule("text", 1, _CODE),
@@ -240,6 +250,7 @@ _MAPPING_RULES: dict[str, _Rule] = {
     "payment_days": _Rule("int", 0, PAYMENT_DAYS_MAX),
     "due_date_not_past": _Rule("bool"),
     "voucher_codes": _Rule("text", 1, 20, per="type"),
+    "session_hours": ("OPPEN_SESSION_HOURS", 0, 720, "horas"),
     "doc_types": _Rule("int", 0, 999, per="type"),
     "form_types": _Rule("text", 1, 20, per="type"),
     "send_to_official_sernr": _Rule("bool"),
@@ -437,11 +448,28 @@ def _load_users(secrets: Mapping) -> Mapping[str, User]:
         if role not in ROLES:
             raise ConfigError(f"[users.{username}] role debe ser auditor o admin")
         digest = str(entry.get("password_hash", "")).strip()
-        if not _BCRYPT.fullmatch(digest):
+        email = str(entry.get("email", "")).strip()
+        if email and not _EMAIL.fullmatch(email):
+            raise ConfigError(f"[users.{username}] email no es una dirección de correo válida")
+        # A user who only signs in through the identity provider needs no password.
+        if (digest or not email) and not _BCRYPT.fullmatch(digest):
             raise ConfigError(f"[users.{username}] password_hash debe ser un hash bcrypt "
                               "(python -m sync hash-password)")
-        users[username] = User(username, str(entry.get("name", username)), role, digest)
+        users[username] = User(username, str(entry.get("name", username)), role, digest, email)
     return MappingProxyType(users)
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _sso_providers(secrets: Mapping) -> tuple[str, ...]:
+    """The providers of st.login configured in [auth]: its named subtables ([auth.google],
+    [auth.microsoft]), or "" when [auth] itself holds the provider (client_id)."""
+    table = secrets.get("auth")
+    if not isinstance(table, Mapping):
+        return ()
+    named = tuple(sorted(k for k, v in table.items() if isinstance(v, Mapping)))
+    return named or (("",) if table.get("client_id") else ())
 
 
 def load_settings(environ: Mapping[str, str] | None = None,
@@ -458,7 +486,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         if raw is None or raw == "":
             continue
         values[attr] = parse(key, raw)
-    settings = Settings(**values, mapping=_load_mapping(secrets, environ), users=_load_users(secrets))
+    settings = Settings(**values, mapping=_load_mapping(secrets, environ), users=_load_users(secrets),
+                        sso_providers=_sso_providers(secrets))
     return validate(settings)
 
 
@@ -551,6 +580,9 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError("OPPEN_WEBHOOK_URL debe usar https:// (sin cifrado solo se admite "
                               "127.0.0.1 o localhost)")
     _check_numbers(settings)
+    if settings.session_secret is not None and len(settings.session_secret) < 32:
+        raise ConfigError("OPPEN_SESSION_SECRET debe tener al menos 32 caracteres "
+                          "(p. ej. python -c \"import secrets; print(secrets.token_hex(32))\")")
     _check_mapping_ranges(settings.mapping)
     return settings
 

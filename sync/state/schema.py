@@ -236,6 +236,51 @@ oppen_run_locks = sa.Table(
 OWN_TABLES = (oppen_invoices, oppen_attempts, oppen_runs, oppen_run_locks)
 
 
+# --- The console's logins (sync/logins.py) --------------------------------------------
+
+# Every attempt to log in to the console (user name as typed, trimmed and case-folded;
+# the client's address; never the password): the log, and what throttling counts.
+oppen_logins = sa.Table(
+    "oppen_logins", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("username", sa.String(100), nullable=False),
+    sa.Column("client", sa.String(100), nullable=False),
+    sa.Column("method", sa.String(12), nullable=False),    # password, sso
+    sa.Column("outcome", sa.String(12), nullable=False),   # ok, failed, locked
+    sa.Column("detail", sa.String(200)),
+    sa.Index("ix_oppen_logins_username", "username", "at"),
+    sa.Index("ix_oppen_logins_client", "client", "at"),
+    **MYSQL_OPTS,
+)
+
+# One row per console session: the SHA-256 of its random id (the browser holds the id,
+# signed), who, until when, and when "Cerrar sesión" ended it.
+oppen_console_sessions = sa.Table(
+    "oppen_console_sessions", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(100), nullable=False),
+    sa.Column("method", sa.String(12), nullable=False),
+    sa.Column("client", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("ended_at", sa.DateTime),
+    sa.Column("ended_reason", sa.String(20)),
+    sa.Index("ix_oppen_console_sessions_username", "username"),
+    **MYSQL_OPTS,
+)
+# The key that signs session tokens when OPPEN_SESSION_SECRET is not set: made once per
+# database, so every console process on it signs and checks alike.
+oppen_console_keys = sa.Table(
+    "oppen_console_keys", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),     # what the key is for: "session"
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    **MYSQL_OPTS,
+)
+LOGIN_TABLES = (oppen_logins, oppen_console_sessions, oppen_console_keys)
+OWN_TABLES += LOGIN_TABLES
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
 
