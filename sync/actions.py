@@ -531,9 +531,3 @@ def _state_and_factura(engine: Engine, state_id: int) -> tuple[Mapping, Mapping]
         raise NotFound(f"La factura {row.factura_id} ya no existe en facturas_trns")
     return row._mapping, facturas[0]
 
-
-def attempts_of(engine: Engine, state_id: int) -> list[dict]:
-    a = schema.oppen_attempts
-    with schema.reading(engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            sa.select(a).where(a.c.oppen_invoice_id == state_id).order_by(a.c.id))]

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -181,10 +180,6 @@ class OppenClient:
 
     def __repr__(self) -> str:
         return f"OppenClient({self.base_url!r}, api={self.api!r})"
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).netloc
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/genericapi/{self.api}/{path}"
