@@ -451,7 +451,7 @@ def resend_command(local: str | None, fecha: dt.date | None, invoice_ids: tuple[
 @click.argument("fecha", type=FECHA, required=False, help="AAAA-MM-DD (opcional)")
 @click.option("--json", "as_json", is_flag=True, help="salida JSON")
 def status_command(local: str | None, fecha: dt.date | None, as_json: bool) -> int:
-    from .state.schema import STATE_LABELS
+    from .messages import STATE_LABELS
     from .actions import clean_local, require_local, status
     settings = load_settings()
     engine = _engine(settings)

@@ -100,9 +100,7 @@ labels_oppen = sa.Table(
 PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT, EXCLUDED = (
     "pending", "sending", "sent", "failed", "invalid", "conflict", "excluded")
 STATES = (PENDING, SENDING, SENT, FAILED, INVALID, CONFLICT, EXCLUDED)
-STATE_LABELS = {PENDING: "pendiente", SENDING: "enviando", SENT: "enviada",
-                FAILED: "fallida", INVALID: "inválida", CONFLICT: "conflicto",
-                EXCLUDED: "excluida"}
+# Labels for people: messages.STATE_LABELS (one place for every sentence).
 
 # Why an invoice (or one attempt) did not get into Oppen, by what a person does next;
 # stored in `error_kind`, which is NULL exactly when there is no error (an invoice's
