@@ -31,7 +31,8 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy.engine import Engine
 
-from . import messages
+from . import alerts, messages
+from . import schedule as retry_schedule
 from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError,
                      OppenRejected, OppenTransportError)
 from .mapping import (Excluded, Mapped, differences, is_annulled, is_same_invoice, payload_total,
@@ -39,7 +40,7 @@ from .mapping import (Excluded, Mapped, differences, is_annulled, is_same_invoic
 from .oppen.client import OppenClient
 from .oppen.retry import Breaker, Policy, backoff_delay, is_retryable
 from .settings import Settings, local_today
-from .state import binder, runs, schema
+from .state import binder, queue, runs, schema
 from .state.binder import Attempt, Outcome, Registered
 from .state.schema import CONFLICT, EXCLUDED, FAILED, INVALID, PENDING, SENDING, SENT
 
@@ -50,6 +51,12 @@ Progress = Callable[[int, int, str | None], None]
 FLUSH_EVERY = 64          # outcomes per write transaction, at most
 FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
 LOST_DAY = "No se envió: otra sincronización tomó este local/día"
+# Why a run was told to stop from outside (Exporter.stop), which decides what becomes
+# of it: a worker shutting down puts it back in the queue; an admin's cancel ends it.
+STOP_SHUTDOWN, STOP_CANCEL = "shutdown", "cancel"
+SHUTDOWN = "Se detuvo: el worker que la ejecutaba se está apagando; la retoma otro worker"
+CANCELLED = "Cancelada por {user}"
+PERSON_KINDS = ("audit", "resend")   # a person asked for it: the schedule starts over
 NOT_STORED = "Oppen respondió HTTP {status} pero no guardó la factura"
 CENT = Decimal("0.01")
 
@@ -64,6 +71,7 @@ class RunRequest:
     only_ids: set[int] | None = None            # facturas_trns ids, for a resend of chosen ones
     local: str | None = None
     fecha: dt.date | None = None
+    run_id: int | None = None                   # a queued run a worker claimed: runs in its row
 
 
 @dataclass
@@ -133,9 +141,10 @@ class Heartbeat(threading.Thread):
     over, or the leases cannot be renewed for most of a lease, it stops the run's sending:
     a run that may no longer own its invoices must not post them."""
 
-    def __init__(self, ownership: Ownership, breaker: Breaker):
+    def __init__(self, ownership: Ownership, breaker: Breaker,
+                 on_cancel: Callable[[str], None] | None = None):
         super().__init__(name="oppen-heartbeat", daemon=True)
-        self.ownership, self.breaker = ownership, breaker
+        self.ownership, self.breaker, self.on_cancel = ownership, breaker, on_cancel
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -143,8 +152,11 @@ class Heartbeat(threading.Thread):
         last_ok = time.monotonic()
         while not self._stop_event.wait(lease / 3):
             try:
-                if self.ownership.renew().held:
+                renewal = self.ownership.renew()
+                if renewal.held:
                     last_ok = time.monotonic()
+                    if renewal.cancelled_by and self.on_cancel:
+                        self.on_cancel(renewal.cancelled_by)   # an admin asked to stop it
                     continue
                 self.breaker.trip("Se detuvo la sincronización: otra sincronización tomó este local/día")
                 return
@@ -174,8 +186,13 @@ class Exporter:
     def __init__(self, engine: Engine, settings: Settings, client: OppenClient,
                  request: RunRequest, *, progress: Progress | None = None,
                  policy: Policy | None = None, today: dt.date | None = None,
-                 on_start: Callable[[int], None] | None = None):
+                 on_start: Callable[[int], None] | None = None, deliver_alerts: bool = True):
         self.engine, self.settings, self.client, self.request = engine, settings, client, request
+        # A worker posts alerts from its own thread; a command posts them when it ends.
+        self.deliver_alerts = deliver_alerts
+        self.stop_kind: str | None = None      # STOP_*, when told to stop from outside
+        self.schedule = retry_schedule.Schedule.from_settings(settings)
+        self.fresh = request.kind in PERSON_KINDS
         self.profile = binder.run_profile(engine, settings.mapping)
         self.progress = progress
         self.policy = policy or Policy.from_settings(settings)
@@ -188,6 +205,14 @@ class Exporter:
         self.results: dict[int, Outcome] = {}   # state_id -> this run's outcome
         self.day_of: dict[int, tuple[str, dt.date]] = {}   # state_id -> its (local, fecha)
 
+    def stop(self, reason: str, kind: str) -> None:
+        """Stop sending, from another thread (a worker shutting down, an admin's cancel):
+        what is in flight finishes (bounded by OPPEN_TIMEOUT), the rest stays pending
+        with `reason`."""
+        if self.stop_kind is None:
+            self.stop_kind = kind
+        self.breaker.trip(reason, schema.ERROR_UNKNOWN)
+
     # -- the flow ---------------------------------------------------------------------
 
     def run(self) -> dict:
@@ -199,10 +224,12 @@ class Exporter:
             self.engine, target=self.settings.target, kind=self.request.kind,
             days=list(self.request.groups), username=self.request.user,
             reason=self.request.reason, lease=self.settings.lease_seconds, owner=self.owner,
-            local=self.request.local, fecha=self.request.fecha)
+            local=self.request.local, fecha=self.request.fecha, run_id=self.request.run_id,
+            request_json=queue.dump(self.request.groups, self.request.only_ids))
         self.ownership = Ownership(self.engine, self.owner, self.settings.lease_seconds,
                                    list(self.request.groups), self.run_id)
-        heartbeat = Heartbeat(self.ownership, self.breaker)
+        heartbeat = Heartbeat(self.ownership, self.breaker, on_cancel=lambda user: self.stop(
+            CANCELLED.format(user=user), STOP_CANCEL))
         heartbeat.start()
         summary: dict = {}
         try:
@@ -213,23 +240,120 @@ class Exporter:
             finally:
                 heartbeat.stop()  # before finish_run releases what it renews
         except OppenError as exc:
+            down = is_retryable(exc)
             summary = {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [],
                        "success": False, "error": exc.message}
+            if down:
+                # Nothing reached Oppen because it did not answer: the worker retries.
+                summary["oppen_no_responde"] = True
             self._finish(schema.ERROR, summary, exc.message)
-            self._alert([{"factura": "todas las del día", "error": exc.message}])
+            alerts.oppen_status(self.engine, self.settings, reachable=not down,
+                                error=exc.message)
+            if down:
+                self._alert_pending(summary, exc.message)
+            else:
+                self._alert([{"factura": "todas las del día", "error": exc.message}])
             raise
         except BaseException:
             logger.exception("❌ Error inesperado en la sincronización")
             self._finish(schema.ERROR, summary, "Error inesperado (detalle en el log del servidor)")
             raise
-        self._finish(schema.DONE, summary, summary.get("message") or "")
+        self._finish_done(summary)
         logger.info("✨ Sincronización completada: %d exitosas, %d fallidas de %d totales (%.1f s)",
                     summary["exitosas"], summary["fallidas"], summary["total"],
                     time.monotonic() - started)
-        if summary["fallidas"]:
-            self._alert(summary["errores"])
+        alerts.oppen_status(self.engine, self.settings, reachable=self._reachable(),
+                            error=self.breaker.reason)
+        if summary["fallidas"] and self.stop_kind is None:
+            self._alert_failures(summary)
         summary["run_id"] = self.run_id
         return summary
+
+    def _finish_done(self, summary: dict) -> None:
+        """A finished run, or one stopped from outside: put back in the queue (a worker
+        shutting down) or cancelled, its unsent invoices pending with the reason."""
+        retrying = sum(1 for o in self.results.values()
+                       if o.state != SENT and o.retry == retry_schedule.TRANSIENT)
+        if retrying:
+            summary["reintento_automatico"] = retrying
+        if self.breaker.kind == schema.ERROR_TRANSPORT and self.stop_kind is None:
+            summary["oppen_no_responde"] = True
+        if self.stop_kind == STOP_SHUTDOWN and self.request.run_id is not None:
+            runs.finish_run(self.engine, self.run_id, self.owner, state=schema.QUEUED,
+                            summary=summary, message=SHUTDOWN, release=f"No se envió: {SHUTDOWN}")
+        elif self.stop_kind == STOP_CANCEL:
+            runs.finish_run(self.engine, self.run_id, self.owner, state=schema.CANCELLED,
+                            summary=summary, message=self.breaker.reason or "Cancelada",
+                            release=f"No se envió: {self.breaker.reason}", retry_in=None)
+        else:
+            self._finish(schema.DONE, summary, summary.get("message") or "")
+
+    def _reachable(self) -> bool | None:
+        """What this run learned about Oppen: it answered (something was sent, or refused
+        on purpose), it did not (the breaker opened on transport errors), or nothing."""
+        for outcome in self.results.values():
+            if outcome.state in (SENT, CONFLICT) or (
+                    outcome.state == FAILED and outcome.retry != retry_schedule.TRANSIENT
+                    and outcome.error_kind not in (schema.ERROR_UNKNOWN, None)):
+                return True
+        if self.breaker.kind == schema.ERROR_TRANSPORT and self.stop_kind is None:
+            return False
+        return None
+
+    def _alert_failures(self, summary: Mapping) -> None:
+        """A run that ended with failures tells a person once. What only waits for Oppen
+        to answer again is retried on its own: a person's run says so once per outage
+        (`alerts.oppen_pending`); the worker's own runs say nothing about it (the stale,
+        down and horizon alerts do)."""
+        waiting = {o.reference for o in self.results.values()
+                   if o.state != SENT and o.retry in (retry_schedule.TRANSIENT,
+                                                      retry_schedule.NOW)}
+        errores = [e for e in summary["errores"] if e["factura"] not in waiting]
+        if errores:
+            self._alert(errores)
+        if waiting and self.fresh and summary.get("oppen_no_responde"):
+            self._alert_pending(summary, self.breaker.reason)
+
+    def _alert_pending(self, summary: Mapping, error: str | None) -> None:
+        if not self.fresh:
+            return
+        local, fecha = self._where()
+        pending = summary.get("pendientes") or summary.get("fallidas") or sum(
+            len(f) for f in self.request.groups.values())
+        alerts.oppen_pending(self.engine, self.settings, local=local, fecha=fecha,
+                             pending=pending, error=error)
+        self._deliver_alerts()
+
+    def _where(self) -> tuple[str, dt.date | str]:
+        if self.request.local is not None:
+            return self.request.local, self.request.fecha
+        days = sorted(self.request.groups)
+        if not days:
+            return "facturas elegidas", ""
+        local = ", ".join(sorted({d[0] for d in days}))[:200]
+        fecha = days[0][1] if len(days) == 1 else f"{days[0][1]} a {days[-1][1]}"
+        return local, fecha
+
+    def _deliver_alerts(self) -> None:
+        if self.deliver_alerts:
+            alerts.deliver(self.engine, self.settings, self.owner)
+
+    def pending_retry(self) -> str:
+        """How an invoice this run did not attempt continues, by why the run stopped."""
+        if self.stop_kind == STOP_CANCEL or self.breaker.kind == schema.ERROR_AUTH:
+            return retry_schedule.NEVER     # a person decides (credentials, a cancel)
+        if self.stop_kind is None and self.breaker.kind == schema.ERROR_TRANSPORT:
+            return retry_schedule.TRANSIENT  # Oppen does not answer: the schedule
+        return retry_schedule.NOW           # our own reason (a shutdown, a lost day)
+
+    def pending_retry_in(self) -> float | None | object:
+        """The same, for invoices never claimed: seconds from now, None or KEEP."""
+        mode = self.pending_retry()
+        if mode == retry_schedule.NEVER:
+            return None
+        if mode == retry_schedule.TRANSIENT:
+            return self.schedule.delay(1)
+        return 0.0 if self.stop_kind == STOP_SHUTDOWN else binder.KEEP
 
     def _sync(self) -> dict:
         registered = self._register()
@@ -252,7 +376,7 @@ class Exporter:
             if not facturas:
                 logger.warning("⚠️ No se encontraron facturas para %s en %s", local, fecha)
             day = binder.register(self.engine, self.settings.target, facturas, self.profile,
-                                  self.today)
+                                  self.today, retry_in=self.settings.lease_seconds)
             self.day_of.update((r.state_id, (local, fecha)) for r in day)
             registered.extend(day)
         if self.request.only_ids is not None:
@@ -262,6 +386,8 @@ class Exporter:
     def _authenticate(self, candidates: Sequence[Registered]) -> None:
         """The seed's step 4a, retried on transport errors; on failure nothing is sent."""
         for attempt in range(1, self.policy.max_attempts + 1):
+            if self.breaker.open:
+                return   # stopped from outside: the sending loop settles every candidate
             try:
                 self.client.authenticate()
                 return
@@ -269,8 +395,11 @@ class Exporter:
                 if is_retryable(exc) and attempt < self.policy.max_attempts:
                     _pause(self.policy, attempt, exc)
                     continue
+                # Oppen down: the schedule retries them; credentials refused: a person.
                 binder.mark_pending(self.engine, [r.state_id for r in candidates],
-                                    f"No se envió: {exc.message}", schema.error_kind_for(exc))
+                                    f"No se envió: {exc.message}", schema.error_kind_for(exc),
+                                    retry_in=self.schedule.delay(1) if is_retryable(exc)
+                                    else None)
                 raise
 
     def _send(self, candidates: Sequence[Registered], *, total: int) -> str | None:
@@ -301,16 +430,12 @@ class Exporter:
                         message=message)
 
     def _alert(self, errores: list) -> None:
-        if not self.settings.webhook_url:
-            return
-        from .notify import notify_failures
-        if self.request.local is not None:
-            local, fecha = self.request.local, self.request.fecha
-        else:
-            days = sorted(self.request.groups)
-            local = ", ".join(sorted({d[0] for d in days}))[:200]
-            fecha = days[0][1] if len(days) == 1 else f"{days[0][1]} a {days[-1][1]}"
-        notify_failures(self.settings, local=local, fecha=fecha, errores=errores)
+        """The seed's failure message, through the alerts outbox (posted at once here, or
+        by the worker's own thread)."""
+        local, fecha = self._where()
+        alerts.run_failed(self.engine, self.settings, run_id=self.run_id, local=local,
+                          fecha=fecha, errores=errores)
+        self._deliver_alerts()
 
 
 class _Sender:
@@ -409,6 +534,8 @@ class _Sender:
         return deliver(client, parcel, self.x.policy, self.x.breaker, self.x.ownership)
 
     def _settle(self, outcome: Outcome, *, write: bool = True) -> None:
+        if outcome.state == PENDING and outcome.retry is None:
+            outcome.retry = self.x.pending_retry()
         self.x.results[outcome.state_id] = outcome
         if write:
             self.unflushed.append(outcome)
@@ -422,25 +549,28 @@ class _Sender:
         reason = f"No se envió: {x.breaker.reason}"
         for parcel in ready:
             out = Outcome(parcel.reg.state_id, parcel.reg.reference, PENDING,
-                          parcel.needs_lookup, error=reason, error_kind=x.breaker.kind)
+                          parcel.needs_lookup, error=reason, error_kind=x.breaker.kind,
+                          retry=x.pending_retry())
             x.results[out.state_id] = out
             self.unflushed.append(out)
         ready.clear()
         rest = list(queue)
         queue.clear()
         binder.mark_pending(x.engine, [r.state_id for r in rest], reason,
-                            x.breaker.kind or schema.ERROR_UNKNOWN)
+                            x.breaker.kind or schema.ERROR_UNKNOWN, retry_in=x.pending_retry_in())
         for reg in rest:
             x.results[reg.state_id] = Outcome(reg.state_id, reg.reference,
                                               FAILED if reg.state == FAILED else PENDING,
-                                              False, error=reason, error_kind=x.breaker.kind)
+                                              False, error=reason, error_kind=x.breaker.kind,
+                                              retry=x.pending_retry())
 
     def _flush(self, current: str | None) -> None:
         x = self.x
         binder.record(x.engine, x.owner, x.run_id, self.unflushed,
                       progress={"total": self.total, "processed": self.done,
                                 "exitosas": self.exitosas, "fallidas": self.done - self.exitosas,
-                                "current_ref": current})
+                                "current_ref": current},
+                      schedule=x.schedule, fresh=x.fresh)
         for written in self.unflushed:
             # Only state and error are needed for the summary: a 100,000-invoice run
             # must not keep every request and response body in memory.
@@ -552,6 +682,8 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
         out.state, out.error, out.error_kind = PENDING, "No se envió", schema.ERROR_UNKNOWN
     else:
         _failed(out, error)
+        if is_retryable(error):
+            out.retry = retry_schedule.TRANSIENT   # Oppen did not answer: the schedule
     return out
 
 

@@ -1,8 +1,12 @@
-"""Failure notifications: a Slack-compatible webhook when a run ends with failures.
+"""The webhook: posts an alert to `settings.webhook_url`, as Slack-compatible text
+(`{"text": ...}`, the default) or, with OPPEN_WEBHOOK_FORMAT=json, as a plain JSON object
+(the alert's fields, for a system that routes alerts itself).
 
-The seed's improvement 3: the local, the day and the first five errors, posted as
-`{"text": ...}` to `settings.webhook_url`. This module imports `requests` on purpose:
-it is a notification channel, not Oppen (only `client.py` speaks to Oppen).
+The seed's improvement 3 is one such alert: a run that ends with failures, with the
+local, the day and the first five errors (`failure_text`). Which alerts exist and when
+they are raised is `sync/alerts.py`'s business; this module only words the seed's
+message and delivers. It imports `requests` on purpose: it is a notification channel,
+not Oppen (only `client.py` speaks to Oppen).
 
 A notification must never fail a run: every problem is logged (naming only the
 webhook's host, never its secret path) and turns into a False return, never an
@@ -55,13 +59,37 @@ def failure_text(local: str, fecha: dt.date | str, errores: Sequence[Mapping]) -
 def notify_failures(settings: Settings, *, local: str, fecha: dt.date | str,
                     errores: Sequence[Mapping], timeout: float = TIMEOUT) -> bool:
     """Post the failures to the webhook. True when it answered 2xx; never raises."""
-    url = settings.webhook_url
-    if not url or not errores:
+    if not settings.webhook_url or not errores:
         return False
     try:
         text = failure_text(local, fecha, errores)
-        # Bounded as a whole: a slow webhook must never hold the end of a run.
-        resp = request_within(None, "POST", url, timeout, json={"text": text})
+        day = fecha.isoformat() if isinstance(fecha, dt.date) else str(fecha)
+        fields = {"alert": "run_failed", "state": "event", "local": local, "fecha": day,
+                  "errores": [dict(e) for e in list(errores)[:MAX_ERRORS]],
+                  "total_errores": len(errores)}
+    except Exception:  # noqa: BLE001 - hostile text: a notification must never break a run
+        logger.warning("No se pudo armar el aviso de errores", exc_info=False)
+        return False
+    return post(settings, text, fields, timeout=timeout)
+
+
+def body(settings: Settings, text: str, fields: Mapping | None = None) -> dict:
+    """What the webhook receives: Slack's `{"text": …}`, or with the json format the
+    alert's fields with its text."""
+    if settings.webhook_format == "json":
+        return {**dict(fields or {}), "text": text}
+    return {"text": text}
+
+
+def post(settings: Settings, text: str, fields: Mapping | None = None, *,
+         timeout: float = TIMEOUT) -> bool:
+    """Post one alert. True when the webhook answered 2xx; never raises."""
+    url = settings.webhook_url
+    if not url:
+        return False
+    try:
+        # Bounded as a whole: a slow webhook must never hold anyone for long.
+        resp = request_within(None, "POST", url, timeout, json=body(settings, text, fields))
     except requests.RequestException as exc:
         logger.warning("No se pudo notificar al webhook %s: %s", webhook_host(url),
                        type(exc).__name__)

@@ -82,6 +82,17 @@ class Settings:
     breaker_threshold: int = 5
     # Not in repr: a webhook's path is its secret.
     webhook_url: str | None = field(default=None, repr=False)
+    webhook_format: str = "slack"          # slack ({"text": …}) or json (a plain object)
+    # The worker (`python -m sync worker`): how often it looks for work, the automatic
+    # retry schedule of an invoice (the last delay repeats until the horizon), when an
+    # alert says invoices or Oppen have been waiting too long, and from which cash day
+    # audits made in the host application are picked up (None: the day our tables were
+    # created, recorded in the database).
+    worker_poll: float = 5.0
+    retry_delays: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 10800.0, 21600.0)
+    retry_horizon: float = 7 * 86_400.0
+    alert_stale_after: float = 4 * 3600.0
+    pickup_since: dt.date | None = None
     mapping: MappingProfile = MappingProfile()
     users: Mapping[str, User] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
@@ -148,6 +159,32 @@ def _positive_int(name: str, raw: Any) -> int:
     return value
 
 
+def _delays(name: str, raw: Any) -> tuple[float, ...]:
+    """Seconds, comma-separated ("60,300,900"), or a TOML list of numbers."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        raw = [raw]
+    parts = [p for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise ConfigError(f"{name} debe ser una lista de segundos separados por comas "
+                          f"(p. ej. 60,300,900; se recibió {_shown(raw)})")
+    return tuple(_positive_float(name, part) for part in parts)
+
+
+def _day(name: str, raw: Any) -> dt.date:
+    """A cash day: AAAA-MM-DD (TOML reads an unquoted date as a date already)."""
+    if isinstance(raw, dt.datetime):
+        raw = raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    try:
+        if not isinstance(raw, str) or len(raw.strip()) != 10:
+            raise ValueError
+        return dt.date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} debe ser una fecha AAAA-MM-DD (p. ej. 2026-11-24; se "
+                          f"recibió {_shown(raw)})") from None
+
+
 def _text(name: str, raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise ConfigError(f"{name} debe ser un texto")
@@ -172,6 +209,12 @@ _SCALARS = {
     "OPPEN_CONCURRENCY": ("concurrency", _positive_int),
     "OPPEN_BREAKER_THRESHOLD": ("breaker_threshold", _positive_int),
     "OPPEN_WEBHOOK_URL": ("webhook_url", _text),
+    "OPPEN_WEBHOOK_FORMAT": ("webhook_format", _text),
+    "OPPEN_WORKER_POLL": ("worker_poll", _positive_float),
+    "OPPEN_RETRY_DELAYS": ("retry_delays", _delays),
+    "OPPEN_RETRY_HORIZON": ("retry_horizon", _positive_float),
+    "OPPEN_ALERT_STALE_AFTER": ("alert_stale_after", _positive_float),
+    "OPPEN_PICKUP_SINCE": ("pickup_since", _day),
 }
 
 # Settings field -> (setting name, lowest, highest, unit). A lowest of 0 is exclusive
@@ -184,6 +227,7 @@ _NUMBER_RANGES = {
     "lease_seconds": ("OPPEN_LEASE_SECONDS", 1, 86_400, "segundos"),
     "concurrency": ("OPPEN_CONCURRENCY", 1, 64, ""),
     "breaker_threshold": ("OPPEN_BREAKER_THRESHOLD", 1, 1000, ""),
+    "worker_poll": ("OPPEN_WORKER_POLL", 0, 3600, "segundos"),
 }
 # The API project name goes into every URL path: /genericapi/<API>/ ("." or ".." would
 # climb out of it).
@@ -580,11 +624,47 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError("OPPEN_WEBHOOK_URL debe usar https:// (sin cifrado solo se admite "
                               "127.0.0.1 o localhost)")
     _check_numbers(settings)
+    _check_worker(settings)
     if settings.session_secret is not None and len(settings.session_secret) < 32:
         raise ConfigError("OPPEN_SESSION_SECRET debe tener al menos 32 caracteres "
                           "(p. ej. python -c \"import secrets; print(secrets.token_hex(32))\")")
     _check_mapping_ranges(settings.mapping)
     return settings
+
+
+# Each automatic retry waits between 1 second and 7 days; at most 20 steps.
+RETRY_DELAY_RANGE = (1, 604_800)
+MAX_RETRY_DELAYS = 20
+WEBHOOK_FORMATS = ("slack", "json")
+PICKUP_YEARS = (2000, 2099)
+
+
+def _check_worker(settings: Settings) -> None:
+    """The worker's settings that are not plain numbers: the schedule, the day, the format."""
+    low, high = RETRY_DELAY_RANGE
+    delays = settings.retry_delays
+    if not isinstance(delays, tuple) or not 1 <= len(delays) <= MAX_RETRY_DELAYS:
+        raise ConfigError(f"OPPEN_RETRY_DELAYS debe tener entre 1 y {MAX_RETRY_DELAYS} "
+                          "esperas separadas por comas (p. ej. 60,300,900)")
+    for delay in delays:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
+                or not math.isfinite(delay) or not low <= delay <= high:
+            raise ConfigError(f"OPPEN_RETRY_DELAYS: cada espera debe estar entre {low} y "
+                              f"{high} segundos (se recibió {_shown(delay)})")
+    for name, value, days in (("OPPEN_RETRY_HORIZON", settings.retry_horizon, 365),
+                              ("OPPEN_ALERT_STALE_AFTER", settings.alert_stale_after, 30)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or not 1 <= value <= days * 86_400:
+            raise ConfigError(f"{name} debe ser al menos 1 y como máximo {days * 86_400} "
+                              f"segundos ({days} días; se recibió {_shown(value)})")
+    if settings.webhook_format not in WEBHOOK_FORMATS:
+        raise ConfigError("OPPEN_WEBHOOK_FORMAT debe ser slack o json "
+                          f"(se recibió {_shown(settings.webhook_format)})")
+    since = settings.pickup_since
+    if since is not None and (not isinstance(since, dt.date)
+                              or not PICKUP_YEARS[0] <= since.year <= PICKUP_YEARS[1]):
+        raise ConfigError(f"OPPEN_PICKUP_SINCE debe ser una fecha entre {PICKUP_YEARS[0]} y "
+                          f"{PICKUP_YEARS[1]} (AAAA-MM-DD; se recibió {_shown(since)})")
 
 
 def _both(key: str) -> str:

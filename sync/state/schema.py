@@ -160,6 +160,14 @@ oppen_invoices = sa.Table(
     sa.Column("error_kind", sa.String(20)),     # one of ERROR_KINDS, with last_error
     sa.Column("total_oppen", sa.Numeric(15, 2)),   # Oppen's Total (VAT included)
     sa.Column("client_sernr", sa.BigInteger),   # a reassigned client SerNr (else base + id)
+    # The worker's automatic retries (sync/worker.py), on the database's clock: when the
+    # invoice may be tried again on its own (NULL: never, a person decides), how many
+    # scheduled steps it took (OPPEN_RETRY_DELAYS), since when it has been failing, and
+    # since when it "requiere atención" (past OPPEN_RETRY_HORIZON: no more automatic tries).
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("retry_count", sa.Integer),           # NULL: none yet
+    sa.Column("first_attempt_at", sa.DateTime),
+    sa.Column("attention_at", sa.DateTime),
     sa.UniqueConstraint("target", "factura_id", name="uq_oppen_invoices_target_factura"),
     sa.Index("ix_oppen_invoices_day", "target", "local", "fecha", "state"),
     sa.Index("ix_oppen_invoices_state", "target", "state", "fecha"),
@@ -191,6 +199,8 @@ oppen_attempts = sa.Table(
 )
 
 RUNNING, DONE, INTERRUPTED, ERROR = "running", "done", "interrupted", "error"
+# A run asked for and waiting for a worker (sync/worker.py), and one an admin cancelled.
+QUEUED, CANCELLED = "queued", "cancelled"
 
 oppen_runs = sa.Table(
     "oppen_runs", metadata,
@@ -213,6 +223,14 @@ oppen_runs = sa.Table(
     sa.Column("current_ref", sa.String(120)),
     sa.Column("message", sa.Text),
     sa.Column("result_json", sa.Text),
+    # The queue (sync/state/queue.py): what to run, as JSON (days and invoice ids), so a
+    # worker can run a requested run or take over one whose process died; when it was
+    # queued; the worker running it; an admin's request to cancel it.
+    sa.Column("request_json", sa.Text),
+    sa.Column("queued_at", sa.DateTime),
+    sa.Column("worker_id", sa.String(64)),
+    sa.Column("cancel_requested_at", sa.DateTime),
+    sa.Column("cancel_requested_by", sa.String(100)),
     sa.Index("ix_oppen_runs_day", "target", "local", "fecha"),
     sa.Index("ix_oppen_runs_started", "started_at"),
     **MYSQL_OPTS,
@@ -231,7 +249,87 @@ oppen_run_locks = sa.Table(
     **MYSQL_OPTS,
 )
 
+# "What may be retried now": the due invoices of one target, read from this index alone.
+sa.Index("ix_oppen_invoices_due", oppen_invoices.c.target, oppen_invoices.c.next_attempt_at)
+# The queue: queued and running runs of one target.
+sa.Index("ix_oppen_runs_queue", oppen_runs.c.target, oppen_runs.c.state, oppen_runs.c.queued_at)
+
+# --- The worker's tables (sync/worker.py) -------------------------------------------
+
+# One row per worker process: its heartbeat on the database's clock, shown in the
+# console, and what decides whether the console starts a worker of its own.
+oppen_workers = sa.Table(
+    "oppen_workers", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("embedded", sa.Boolean, nullable=False),   # started by a console process
+    sa.Column("state", sa.String(12), nullable=False),    # running, stopping, stopped, lost
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+    sa.Column("stopped_at", sa.DateTime),
+    sa.Column("run_id", sa.BigInteger),                  # the run it is executing now
+    sa.Column("runs_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_oppen_workers_target", "target", "heartbeat_at"),
+    **MYSQL_OPTS,
+)
+
+# One row per target: whether Oppen answers (down since when, and when a worker probes
+# it next), and which worker scans for due work right now (a lease, so one scan at a time).
+oppen_target_state = sa.Table(
+    "oppen_target_state", metadata,
+    sa.Column("target", sa.String(120), primary_key=True),
+    sa.Column("down_since", sa.DateTime),
+    sa.Column("down_error", sa.Text),
+    sa.Column("probe_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_probe_at", sa.DateTime),
+    sa.Column("last_probe_at", sa.DateTime),
+    sa.Column("scan_owner", sa.String(64)),
+    sa.Column("scan_until", sa.DateTime),
+    **MYSQL_OPTS,
+)
+
+# Alerts (sync/alerts.py): a condition is open while `open_key` is set (unique: one open
+# alert per condition and target) and says when it is resolved; a run that ended with
+# failures is a one-off event (no key). `notify_due` marks what the webhook has not been
+# told yet: the outbox that workers deliver, never in the way of sending invoices.
+oppen_alerts = sa.Table(
+    "oppen_alerts", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("open_key", sa.String(200)),
+    sa.Column("opened_at", sa.DateTime, nullable=False),
+    sa.Column("resolved_at", sa.DateTime),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("resolved_text", sa.Text),
+    sa.Column("details_json", sa.Text),
+    sa.Column("notify_due", sa.Boolean, nullable=False, server_default="0"),
+    sa.Column("notified_at", sa.DateTime),
+    sa.Column("resolved_notified_at", sa.DateTime),
+    sa.Column("notify_owner", sa.String(64)),
+    sa.Column("notify_until", sa.DateTime),
+    sa.Column("notify_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.UniqueConstraint("open_key", name="uq_oppen_alerts_open_key"),
+    sa.Index("ix_oppen_alerts_target", "target", "opened_at"),
+    sa.Index("ix_oppen_alerts_notify", "notify_due"),
+    **MYSQL_OPTS,
+)
+
+# Facts about this installation, name -> value: `tables_created_on` (AAAA-MM-DD, the day
+# our tables were created; OPPEN_PICKUP_SINCE's default, so history is never picked up).
+oppen_meta = sa.Table(
+    "oppen_meta", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    **MYSQL_OPTS,
+)
+TABLES_CREATED_ON = "tables_created_on"
+WORKER_TABLES = (oppen_workers, oppen_target_state, oppen_alerts, oppen_meta)
+
 OWN_TABLES = (oppen_invoices, oppen_attempts, oppen_runs, oppen_run_locks)
+OWN_TABLES += WORKER_TABLES
 
 
 # --- The console's logins (sync/logins.py) --------------------------------------------

@@ -213,8 +213,9 @@ def snapshot(engine, tables=HOST + LEGACY) -> dict[str, list[dict]]:
     out = {}
     with engine.connect() as conn:
         for table in tables:
-            order = "target, local, fecha" if table == "oppen_run_locks" else (
-                "local, fecha" if table == "cierres_locales" else "id")
+            order = {"oppen_run_locks": "target, local, fecha",
+                     "cierres_locales": "local, fecha", "oppen_target_state": "target",
+                     "oppen_workers": "id", "oppen_meta": "name"}.get(table, "id")
             result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}")
             out[table] = [dict(zip(result.keys(), row)) for row in result]
     return out
