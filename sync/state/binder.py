@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from .. import schedule as retry_schedule
 from ..mapping import Excluded, Invalid, Mapped, MappingProfile, as_date, map_invoice
 from . import schema
 from .transactions import retry_deadlocks
@@ -132,12 +133,14 @@ def map_factura(factura: Mapping, profile: MappingProfile, today: dt.date,
 
 @retry_deadlocks
 def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: MappingProfile,
-             today: dt.date) -> list[Registered]:
+             today: dt.date, *, retry_in: float | None = None) -> list[Registered]:
     """Make sure each invoice has a state row for `target`; re-check the unsent ones.
 
     A row whose data was fixed in the host application goes from invalid back to
     pending, and one that became unmappable goes to invalid; sent and conflict rows
-    are never touched.
+    are never touched. `retry_in`: a new pending row is due for an automatic retry that
+    many seconds from now (a lease), in case the run that registers it dies before it
+    records an outcome; the outcome replaces that time.
     """
     now = schema.utcnow()
     t = oppen_invoices
@@ -145,6 +148,8 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
     ids = list(by_factura)
     existing: dict[int, Mapping] = {}
     with engine.begin() as conn:
+        due = (None if retry_in is None
+               else db_now(conn) + dt.timedelta(seconds=retry_in))
         for part in chunks(ids):
             for r in conn.execute(sa.select(t).where(t.c.target == target,
                                                      t.c.factura_id.in_(part))):
@@ -170,6 +175,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                 "last_error": None if valid else _problem(mapped),
                 "error_kind": None if valid or excluded else schema.ERROR_INVALID,
                 "created_at": now, "updated_at": now,
+                "next_attempt_at": due if valid else None,
             })
         inserted = {r["factura_id"] for r in new_rows}
         if new_rows:
@@ -271,6 +277,7 @@ def _safe_amount(value):
 # --- claims --------------------------------------------------------------------------
 
 CLAIMABLE = (PENDING, FAILED)
+KEEP = object()   # mark_pending: leave the automatic retry's schedule as it is
 
 
 @retry_deadlocks
@@ -279,7 +286,9 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     """Claim the invoices that are free (or whose claim expired), in one transaction.
 
     Returns {state_id: needs_lookup} for the ones now ours. Taking over an expired
-    "sending" claim sets needs_lookup: its POST may have reached Oppen.
+    "sending" claim sets needs_lookup: its POST may have reached Oppen. A claim is also
+    an automatic retry's due time: if its run dies, the invoice is due when the claim
+    expires (the outcome, when it is recorded, replaces that time).
     """
     t = oppen_invoices
     claimed: dict[int, bool] = {}
@@ -298,7 +307,7 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
                     (t.c.needs_lookup, sa.case((t.c.state == SENDING, sa.true()),
                                                else_=t.c.needs_lookup)),
                     (t.c.state, SENDING), (t.c.claim_owner, owner), (t.c.claim_until, until),
-                    (t.c.updated_at, now)))
+                    (t.c.next_attempt_at, until), (t.c.updated_at, now)))
             for r in conn.execute(sa.select(t.c.id, t.c.needs_lookup)
                                   .where(t.c.id.in_(part), t.c.claim_owner == owner,
                                          t.c.state == SENDING)):
@@ -306,16 +315,19 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     return claimed
 
 
-def release_claims(conn: Connection, owner: str, reason: str) -> int:
+def release_claims(conn: Connection, owner: str, reason: str, *,
+                   retry_in: float | None = 0.0) -> int:
     """Hand back claims a run ends without an outcome for (it was interrupted).
 
     Their POST may have left before the interruption, so the next run must look
-    them up first.
+    them up first. They are due for an automatic retry `retry_in` seconds from now
+    (None: not automatically, e.g. an admin cancelled the run).
     """
     t = oppen_invoices
+    due = None if retry_in is None else db_now(conn) + dt.timedelta(seconds=retry_in)
     return conn.execute(sa.update(t).where(t.c.claim_owner == owner, t.c.state == SENDING)
                         .values(state=PENDING, needs_lookup=True, claim_owner=None,
-                                claim_until=None, last_error=reason,
+                                claim_until=None, last_error=reason, next_attempt_at=due,
                                 error_kind=schema.ERROR_UNKNOWN,
                                 updated_at=schema.utcnow())).rowcount
 
@@ -348,15 +360,24 @@ class Outcome:
     attempts: list[Attempt] = field(default_factory=list)
     total_oppen: Decimal | None = None   # the Total Oppen holds for it (VAT included)
     error_kind: str | None = None        # schema.ERROR_*, with `error`
+    # How it continues when not sent (schedule.TRANSIENT, NOW, NEVER); None: by its
+    # state (pending is due now; failed, conflict and invalid wait for a person).
+    retry: str | None = None
 
 
 @retry_deadlocks
 def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Outcome],
-           progress: Mapping | None = None) -> None:
-    """Write a batch of outcomes, their attempts and the run's progress in one transaction."""
+           progress: Mapping | None = None, *,
+           schedule: retry_schedule.Schedule | None = None, fresh: bool = False) -> None:
+    """Write a batch of outcomes, their attempts and the run's progress in one transaction.
+
+    With a `schedule`, each outcome also sets when the invoice is tried again on its
+    own (`_next_steps`); `fresh` (a person's run) starts the schedule over."""
     t = oppen_invoices
     now = schema.utcnow()
     with engine.begin() as conn:
+        if outcomes and schedule is not None:
+            _write_schedule(conn, owner, outcomes, schedule, fresh)
         if outcomes:
             conn.execute(
                 sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.claim_owner == owner)
@@ -391,18 +412,76 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                 conn.execute(sa.insert(oppen_attempts), attempts)
         if run_id is not None and progress is not None:
             # Progress only: the run's heartbeat is the heartbeat thread's, on the
-            # database's clock, whatever this thread is waiting on.
-            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id)
+            # database's clock, whatever this thread is waiting on. Only while the run
+            # is this owner's: a process resumed after a worker took its run over must
+            # not write over the new owner's progress.
+            conn.execute(sa.update(oppen_runs).where(oppen_runs.c.id == run_id,
+                                                     oppen_runs.c.owner == owner)
                          .values(**progress))
+
+
+def _write_schedule(conn: Connection, owner: str, outcomes: Sequence[Outcome],
+                    schedule: retry_schedule.Schedule, fresh: bool) -> None:
+    """Each outcome's automatic retry, on the database's clock: sent clears it; a
+    transient failure takes the next step of the schedule (or reaches the horizon:
+    "requiere atención"); pending for a reason of ours is due now; anything a person
+    must look at is never retried on its own."""
+    t = oppen_invoices
+    now = db_now(conn)
+    ids = [o.state_id for o in outcomes]
+    current = {}
+    for part in chunks(ids):
+        for r in conn.execute(sa.select(t.c.id, t.c.retry_count, t.c.first_attempt_at,
+                                        t.c.attention_at).where(t.c.id.in_(part),
+                                                                t.c.claim_owner == owner)):
+            current[r.id] = r
+    rows = []
+    for o in outcomes:
+        row = current.get(o.state_id)
+        if row is None:
+            continue   # no longer ours: the next owner writes its schedule
+        mode = o.retry or (retry_schedule.NOW if o.state == PENDING else retry_schedule.NEVER)
+        count, first, attention = row.retry_count or 0, row.first_attempt_at, row.attention_at
+        if o.state == SENT:
+            due, count, first, attention = None, 0, None, None
+        elif mode == retry_schedule.TRANSIENT:
+            step = schedule.step(retry_count=count, first_attempt_at=first, now=now,
+                                 fresh=fresh)
+            due, count, first, attention = (step.next_attempt_at, step.retry_count,
+                                            step.first_attempt_at, step.attention_at)
+        elif mode == retry_schedule.NOW:
+            due = now
+        else:
+            due = None
+        rows.append({"s_id": o.state_id, "s_due": due, "s_count": count, "s_first": first,
+                     "s_attention": attention})
+    if rows:
+        conn.execute(sa.update(t).where(t.c.id == sa.bindparam("s_id"), t.c.claim_owner == owner)
+                     .values(next_attempt_at=sa.bindparam("s_due", type_=sa.DateTime),
+                             retry_count=sa.bindparam("s_count", type_=sa.Integer),
+                             first_attempt_at=sa.bindparam("s_first", type_=sa.DateTime),
+                             attention_at=sa.bindparam("s_attention", type_=sa.DateTime)),
+                     rows)
 
 
 @retry_deadlocks
 def mark_pending(engine: Engine, state_ids: Sequence[int], reason: str,
-                 kind: str = schema.ERROR_UNKNOWN) -> None:
-    """Record why a set of unsent invoices was not attempted (e.g. authentication failed)."""
+                 kind: str = schema.ERROR_UNKNOWN, *, retry_in: float | None | object = KEEP
+                 ) -> None:
+    """Record why a set of unsent invoices was not attempted (e.g. authentication failed).
+
+    `retry_in`: due for an automatic retry that many seconds from now (and, if they had
+    none, their failing starts now, for the horizon); None: not automatically; KEEP:
+    leave their schedule as it is."""
     t = oppen_invoices
     with engine.begin() as conn:
+        values = {"last_error": reason, "error_kind": kind, "updated_at": schema.utcnow()}
+        if retry_in is None:
+            values["next_attempt_at"] = None
+        elif retry_in is not KEEP:
+            now = db_now(conn)
+            values["next_attempt_at"] = now + dt.timedelta(seconds=float(retry_in))
+            values["first_attempt_at"] = sa.func.coalesce(t.c.first_attempt_at, now)
         for part in chunks(list(state_ids)):
             conn.execute(sa.update(t).where(t.c.id.in_(part), t.c.state.in_(CLAIMABLE))
-                         .values(last_error=reason, error_kind=kind,
-                                 updated_at=schema.utcnow()))
+                         .values(**values))
