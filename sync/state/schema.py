@@ -329,6 +329,40 @@ TABLES_CREATED_ON = "tables_created_on"
 WORKER_TABLES = (oppen_workers, oppen_target_state, oppen_alerts, oppen_meta)
 
 OWN_TABLES = (oppen_invoices, oppen_attempts, oppen_runs, oppen_run_locks)
+
+# One row per local/day each time it is reconciled against Oppen (sync/reconcile.py):
+# when, the range asked for, the outcome and its counts. `detail_json` keeps the day's
+# lists (missing, extra, different, annulled, corrected), so the console shows the last
+# reconciliation of a day without asking Oppen again. Written once, never updated.
+oppen_reconciliations = sa.Table(
+    "oppen_reconciliations", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("run_id", sa.BigInteger),            # oppen_runs.id of kind "reconcile"
+    sa.Column("reconciled_at", sa.DateTime, nullable=False),
+    sa.Column("desde", sa.Date, nullable=False),   # the range that reconciliation covered
+    sa.Column("hasta", sa.Date, nullable=False),
+    sa.Column("local", sa.String(100), nullable=False),
+    sa.Column("fecha", sa.Date, nullable=False),
+    sa.Column("excluded", sa.Boolean, nullable=False),   # never synced: listed, not compared
+    sa.Column("squares", sa.Boolean),              # NULL when excluded
+    sa.Column("facturas", sa.Integer, nullable=False),
+    sa.Column("monto", sa.Numeric(18, 2), nullable=False),
+    sa.Column("oppen_facturas", sa.Integer, nullable=False),
+    sa.Column("oppen_total", sa.Numeric(18, 2), nullable=False),
+    sa.Column("missing", sa.Integer, nullable=False),
+    sa.Column("extra", sa.Integer, nullable=False),
+    sa.Column("different", sa.Integer, nullable=False),
+    sa.Column("annulled", sa.Integer, nullable=False),
+    sa.Column("corrected", sa.Integer, nullable=False),
+    sa.Column("detail_json", sa.Text),
+    # "The last reconciliation of each day": a range of days of one target, newest id
+    # per (local, fecha), read from this index alone.
+    sa.Index("ix_oppen_reconciliations_day", "target", "fecha", "local", "id"),
+    sa.Index("ix_oppen_reconciliations_run", "run_id"),
+    **MYSQL_OPTS,
+)
+OWN_TABLES += (oppen_reconciliations,)
 OWN_TABLES += WORKER_TABLES
 
 

@@ -442,6 +442,41 @@ def test_0002_downgrades_and_upgrades_again(db_url, engines):
     assert snapshot(engine) == upgraded
 
 
+def test_0005_adds_the_reconciliation_table_and_downgrades(db_url, engines):
+    """0005 only adds oppen_reconciliations: its values survive as written (BIGINT run
+    ids, Numeric(18, 2) totals, 4-byte text), and going back one revision drops it and
+    nothing else."""
+    engine = engines(db_url)
+    schema.init_db(engine, source_tables=True)
+    r = schema.oppen_reconciliations
+    stored = {"target": "production/ApiNg", "run_id": BIG, "reconciled_at": T0, "desde": DAY,
+              "hasta": DAY + dt.timedelta(days=30), "local": "SAN MARTÍN — Ñuñoa 🧾",
+              "fecha": DAY, "excluded": False, "squares": False, "facturas": 2**31 - 1,
+              "monto": Decimal("9999999999999.99"), "oppen_facturas": 0,
+              "oppen_total": Decimal("-0.01"), "missing": 1, "extra": 2, "different": 3,
+              "annulled": 4, "corrected": 5, "detail_json": LONG}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(r), [stored, {**stored, "run_id": None, "excluded": True,
+                                             "squares": None, "detail_json": None}])
+    with engine.connect() as conn:
+        rows = [dict(x._mapping) for x in conn.execute(sa.select(r).order_by(r.c.id))]
+    assert [{k: v for k, v in x.items() if k != "id"} for x in rows][0] == stored
+    assert (rows[1]["excluded"], rows[1]["squares"], rows[1]["run_id"]) == (True, None, None)
+    before_rows = snapshot(engine)
+    at = REVISIONS.index("0005")
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), REVISIONS[at - 1])
+    assert r.name not in sa.inspect(engine).get_table_names()
+    assert snapshot(engine) == before_rows
+    # (Going back to 0004 also drops what later revisions add: 0006's login tables.)
+    later = {t.name for t in schema.LOGIN_TABLES}
+    assert set(sa.inspect(engine).get_table_names()) >= set(HOST + OURS) - {r.name} - later
+    assert migrate.upgrade(engine) == REVISIONS[at:]
+    assert autogenerate_diff(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(r)).scalar() == 0
+
+
 # --- the vocabulary --------------------------------------------------------------------
 
 def test_error_kinds_have_labels_and_the_backfill_uses_only_them():
