@@ -67,14 +67,17 @@ with errors.guarded():
                 tables.frame(
                     [{**i, "estado": formats.STATE_LABELS.get(i["estado"], i["estado"]),
                       "monto": tables.money(i["monto"]),
+                      "total_oppen": tables.money(i["total_oppen"]),
                       "actualizado": tables.local_dt(i["actualizado"]),
                       "ultimo_error": None if i["estado"] == "sent" else i["ultimo_error"]}
                      for i in invoices],
                     {"referencia": "Factura", "monto": "Monto ($)", "estado": "Estado",
+                     "total_oppen": "Total en Oppen ($)",
                      "intentos": "Intentos", "sernr": "SerNr en Oppen",
                      "ultimo_error": "Último error", "actualizado": "Actualizada"}),
                 hide_index=True, width="stretch", key="auditados_facturas",
                 column_config={"Monto ($)": tables.money_column("Monto ($)"),
+                               "Total en Oppen ($)": tables.money_column("Total en Oppen ($)"),
                                "SerNr en Oppen": tables.id_column("SerNr en Oppen"),
                                "Actualizada": tables.datetime_column("Actualizada"),
                                **tables.count_columns("Intentos")})

@@ -299,6 +299,11 @@ def test_locales_auditados_lists_and_opens_one(console_env, app):
     invoices = at.dataframe[1].value
     assert sorted(invoices["Estado"]) == ["Enviada", "Enviada", "Fallida"]
     assert "Error HTTP 409: Duplicate invoice" in list(invoices["Último error"])
+    # Oppen's Total is kept for each invoice it holds (later documents balance with it).
+    sent_totals = [total for state, total in zip(invoices["Estado"],
+                                                  invoices["Total en Oppen ($)"])
+                   if state == "Enviada"]
+    assert len(sent_totals) == 2 and all(float(total) > 0 for total in sent_totals)
 
     at.selectbox(key="auditados_local").select("MATRIZ").run()
     assert list(at.dataframe[0].value["Local"]) == ["MATRIZ"]
