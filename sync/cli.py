@@ -474,6 +474,39 @@ def status_command(local: str | None, fecha: dt.date | None, as_json: bool) -> i
     return OK
 
 
+@cli.command("reconcile", short_help="conciliar los días auditados con lo que tiene Oppen",
+             help="Conciliar cada local/día auditado del rango con lo que Oppen tiene: "
+                  "facturas que faltan en Oppen, que sobran, que difieren o que están "
+                  "anuladas, y los totales de los dos lados. Corrige solo lo seguro (una "
+                  "factura fallida que Oppen tiene, idéntica, queda enviada). Código de "
+                  "salida 0 si todos los días cuadran, 3 si alguno no.")
+@click.argument("local", required=False, help="nombre del local (opcional: todos)")
+@click.option("--desde", type=FECHA, required=True, metavar="AAAA-MM-DD",
+              help="primer día del rango")
+@click.option("--hasta", type=FECHA, required=True, metavar="AAAA-MM-DD",
+              help="último día del rango")
+@click.option("--user", default=_default_user, metavar="USUARIO",
+              help="quién concilia (por defecto, el usuario del sistema)")
+@click.option("--json", "as_json", is_flag=True, help="salida JSON")
+def reconcile_command(local: str | None, desde: dt.date, hasta: dt.date, user: str,
+                      as_json: bool) -> int:
+    from .actions import clean_local
+    from .reconcile import public, reconcile, text_table
+    settings = load_settings()
+    engine = _engine(settings)
+    try:
+        result = reconcile(engine, settings, desde, hasta,
+                           local=clean_local(local) if local else None, user=user)
+    except OppenError as exc:
+        _error(f"Error consultando Oppen: {exc.message}")
+        return NOT_SENT
+    if as_json:
+        _print_json(public(result))
+    else:
+        print(text_table(result, settings.env_label))
+    return OK if result["resumen"]["no_cuadran"] == 0 else NOT_SENT
+
+
 def sandbox_options(command):
     """The options of a standalone sandbox, as a decorator: a later `sandbox start`
     subcommand can take the very same ones."""

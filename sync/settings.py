@@ -93,6 +93,11 @@ class Settings:
     retry_horizon: float = 7 * 86_400.0
     alert_stale_after: float = 4 * 3600.0
     pickup_since: dt.date | None = None
+    # The morning reconciliation against Oppen (sync/reconcile.py `reconcile_due`): at
+    # this Argentine time of day (None: never on its own), over the days audited since
+    # the last one plus this many previous days again, for late changes in Oppen.
+    reconcile_at: dt.time | None = dt.time(6, 0)
+    reconcile_days: int = 7
     mapping: MappingProfile = MappingProfile()
     users: Mapping[str, User] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
@@ -185,6 +190,20 @@ def _day(name: str, raw: Any) -> dt.date:
                           f"recibió {_shown(raw)})") from None
 
 
+def _clock(name: str, raw: Any) -> dt.time | None:
+    """'HH:MM' (24 h, Argentina's time), or 'off' for never."""
+    if isinstance(raw, dt.time):   # a TOML time literal: 06:00:00
+        return raw.replace(second=0, microsecond=0, tzinfo=None)
+    text = str(raw).strip().lower() if isinstance(raw, str) else None
+    if text in ("off", "no", "nunca"):
+        return None
+    match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", text or "")
+    if not match:
+        raise ConfigError(f"{name} debe ser una hora HH:MM (p. ej. 06:00) u 'off' "
+                          f"(se recibió {_shown(raw)})")
+    return dt.time(int(match.group(1)), int(match.group(2)))
+
+
 def _text(name: str, raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise ConfigError(f"{name} debe ser un texto")
@@ -215,6 +234,8 @@ _SCALARS = {
     "OPPEN_RETRY_HORIZON": ("retry_horizon", _positive_float),
     "OPPEN_ALERT_STALE_AFTER": ("alert_stale_after", _positive_float),
     "OPPEN_PICKUP_SINCE": ("pickup_since", _day),
+    "OPPEN_RECONCILE_AT": ("reconcile_at", _clock),
+    "OPPEN_RECONCILE_DAYS": ("reconcile_days", _positive_int),
 }
 
 # Settings field -> (setting name, lowest, highest, unit). A lowest of 0 is exclusive
@@ -228,6 +249,7 @@ _NUMBER_RANGES = {
     "concurrency": ("OPPEN_CONCURRENCY", 1, 64, ""),
     "breaker_threshold": ("OPPEN_BREAKER_THRESHOLD", 1, 1000, ""),
     "worker_poll": ("OPPEN_WORKER_POLL", 0, 3600, "segundos"),
+    "reconcile_days": ("OPPEN_RECONCILE_DAYS", 1, 366, "días"),
 }
 # The API project name goes into every URL path: /genericapi/<API>/ ("." or ".." would
 # climb out of it).

@@ -19,8 +19,8 @@ from faults import cli_env, run_cli, start_cli
 from sync.cli import main
 
 D = DAY.isoformat()
-COMMANDS = ["init-db", "audit", "preview", "resend", "status", "sandbox", "hash-password",
-            "bench"]
+COMMANDS = ["init-db", "audit", "preview", "resend", "status", "reconcile", "sandbox",
+            "hash-password", "bench"]
 ENGLISH = ("Usage:", "Options:", "Commands:", "Positional arguments", "Show this message",
            "Try '", "Invalid value", "No such", "Missing", "Got unexpected", "Traceback")
 
@@ -117,8 +117,8 @@ def test_bad_input_gets_one_spanish_line(cli, env, engine, args, code, text):
     (["audit"], "Error: faltan argumentos: local, fecha. Ayuda: python -m sync audit --help"),
     (["audit", "MATRIZ"], "Error: faltan argumentos: fecha. Ayuda: python -m sync audit --help"),
     (["frobnicate"], "Error: argumento COMANDO: opción inválida: 'frobnicate' (opciones: "
-                     "'init-db', 'audit', 'preview', 'resend', 'status', 'sandbox', "
-                     "'hash-password', 'bench'). Ayuda: python -m sync --help"),
+                     "'init-db', 'audit', 'preview', 'resend', 'status', 'reconcile', 'sandbox', "
+                     "'new-sernr', 'hash-password', 'bench'). Ayuda: python -m sync --help"),
     (["--foo", "status"], "Error: argumentos no reconocidos: --foo. Ayuda: python -m sync --help"),
     (["audit", "MATRIZ", D, "extra"],
      "Error: argumentos no reconocidos: extra. Ayuda: python -m sync audit --help"),
