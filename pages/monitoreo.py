@@ -88,6 +88,26 @@ with errors.guarded():
         else:
             st.caption("Sin errores en este período.")
 
+    st.subheader("Conciliación con Oppen")
+    reconciled = read_models.reconciliation_by_day(engine, settings, desde, hasta)
+    if not reconciled:
+        st.info("Todavía no se concilió ningún día de este período (página Conciliación, o "
+                "cada mañana el proceso de envío).")
+    else:
+        st.caption("La última conciliación de cada local/día, por día; el detalle está en "
+                   "la página Conciliación.")
+        st.dataframe(
+            tables.frame([{**r, "conciliado_en": tables.local_dt(r["conciliado_en"])}
+                          for r in reconciled],
+                         {"fecha": "Día", "locales": "Locales", "cuadran": "Cuadran",
+                          "no_cuadran": "No cuadran", "excluidos": "Excluidos",
+                          "conciliado_en": "Última conciliación"}),
+            hide_index=True, width="stretch", key="monitoreo_conciliacion",
+            column_config={"Día": tables.date_column("Día"),
+                           "Última conciliación": tables.datetime_column("Última conciliación"),
+                           **tables.count_columns("Locales", "Cuadran", "No cuadran",
+                                                  "Excluidos")})
+
     st.subheader("Historial de sincronizaciones")
     runs = read_models.run_history(engine, settings, limit=200)
     if not runs:

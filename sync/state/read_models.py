@@ -11,6 +11,7 @@ No Streamlit, no HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -24,7 +25,8 @@ from ..messages import ERROR_KIND_LABELS
 from ..settings import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
 from .schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
 
-RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación"}
+RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación",
+                   "reconcile": "Conciliación"}
 RUN_STATE_LABELS = {schema.RUNNING: "en curso", schema.DONE: "terminada",
                     schema.INTERRUPTED: "interrumpida", schema.ERROR: "con error"}
 # What "failed" means on the failed-invoices screen (plus pending with an error).
@@ -249,6 +251,84 @@ def failed_invoices(engine: Engine, settings: Settings, *, local: str | None = N
         } for r in conn.execute(query)]
 
 
+# --- Conciliación ---------------------------------------------------------------------------
+
+def _latest_reconciliations(settings: Settings, desde: dt.date, hasta: dt.date,
+                            local: str | None = None):
+    """The id of the last reconciliation of each local/day in [desde, hasta] (one index
+    range: ix_oppen_reconciliations_day)."""
+    r = schema.oppen_reconciliations
+    query = (sa.select(sa.func.max(r.c.id).label("id"))
+             .where(r.c.target == settings.target, r.c.fecha >= desde, r.c.fecha <= hasta)
+             .group_by(r.c.fecha, r.c.local))
+    if local:
+        query = query.where(r.c.local == local)
+    return query.subquery()
+
+
+def last_reconciliations(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date,
+                         *, local: str | None = None, limit: int = MAX_ROWS) -> list[dict]:
+    """Every audited local/day in [desde, hasta] with its last reconciliation against
+    Oppen, newest day first; a day never reconciled has `conciliado_en` None. Read from
+    what was stored: Oppen is not asked."""
+    r, la = schema.oppen_reconciliations, schema.locales_auditados
+    latest = _latest_reconciliations(settings, desde, hasta, local)
+    audits = (sa.select(la.c.local, la.c.fecha)
+              .where(la.c.fecha >= desde, la.c.fecha <= hasta))
+    if local:
+        audits = audits.where(la.c.local == local)
+    with schema.reading(engine) as conn:
+        done = conn.execute(sa.select(r).join(latest, r.c.id == latest.c.id)).all()
+        audited = conn.execute(audits).all()
+    rows: dict[tuple[str, dt.date], dict] = {}
+    for x in done:
+        detail = json.loads(x.detail_json) if x.detail_json else {}
+        rows[(x.local, as_date(x.fecha))] = {
+            "id": x.id, "run_id": x.run_id, "local": x.local, "fecha": as_date(x.fecha),
+            "conciliado_en": x.reconciled_at, "desde": as_date(x.desde),
+            "hasta": as_date(x.hasta), "excluido": bool(x.excluded),
+            "cuadra": None if x.squares is None else bool(x.squares),
+            "facturas": x.facturas, "monto": _money(x.monto),
+            "oppen_facturas": x.oppen_facturas, "oppen_total": _money(x.oppen_total),
+            "diferencia": _money(x.oppen_total) - _money(x.monto), "faltan": x.missing,
+            "sobran": x.extra, "difieren": x.different, "anuladas": x.annulled,
+            "corregidas": x.corrected, "detalle": detail}
+    for a in audited:
+        key = (a.local, as_date(a.fecha))
+        rows.setdefault(key, {
+            "id": None, "run_id": None, "local": a.local, "fecha": key[1],
+            "conciliado_en": None, "desde": None, "hasta": None, "excluido": False,
+            "cuadra": None, "facturas": None, "monto": None, "oppen_facturas": None,
+            "oppen_total": None, "diferencia": None, "faltan": None, "sobran": None,
+            "difieren": None, "anuladas": None, "corregidas": None, "detalle": {}})
+    return sorted(rows.values(), key=lambda d: (-d["fecha"].toordinal(), d["local"]))[:limit]
+
+
+def reconciliation_by_day(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date
+                          ) -> list[dict]:
+    """Per day, the last reconciliation of each of its locals: how many were compared,
+    how many square and how many do not, and when the latest of them ran."""
+    r = schema.oppen_reconciliations
+    latest = _latest_reconciliations(settings, desde, hasta)
+    compared = r.c.excluded == sa.false()
+    query = (sa.select(r.c.fecha,
+                       sa.func.sum(sa.case((compared, 1), else_=0)).label("locales"),
+                       sa.func.sum(sa.case((sa.and_(compared, r.c.squares == sa.true()), 1),
+                                           else_=0)).label("cuadran"),
+                       sa.func.sum(sa.case((sa.and_(compared, r.c.squares == sa.false()), 1),
+                                           else_=0)).label("no_cuadran"),
+                       sa.func.sum(sa.case((r.c.excluded == sa.true(), 1),
+                                           else_=0)).label("excluidos"),
+                       sa.func.max(r.c.reconciled_at).label("conciliado_en"))
+             .join(latest, r.c.id == latest.c.id)
+             .group_by(r.c.fecha).order_by(r.c.fecha.desc()))
+    with schema.reading(engine) as conn:
+        return [{"fecha": as_date(x.fecha), "locales": int(x.locales or 0),
+                 "cuadran": int(x.cuadran or 0), "no_cuadran": int(x.no_cuadran or 0),
+                 "excluidos": int(x.excluidos or 0), "conciliado_en": x.conciliado_en}
+                for x in conn.execute(query)]
+
+
 # --- Monitoreo ---------------------------------------------------------------------------
 
 def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date) -> list[dict]:
@@ -352,3 +432,4 @@ def running_run(engine: Engine, settings: Settings, local: str, fecha: dt.date) 
 def _db_now(engine: Engine) -> dt.datetime:
     with schema.reading(engine) as conn:
         return schema.db_now(conn)
+
