@@ -608,6 +608,96 @@ def _serve_sandbox(*, host, port, api, username, store, latency_ms, error_rate, 
     return OK
 
 
+def _sandbox_admin(url: str | None, password: str | None) -> tuple[str, str, str]:
+    """Where a running sandbox is and its own credentials: the options, else the
+    settings (OPPEN_BASE_URL, OPPEN_USERNAME, OPPEN_PASSWORD)."""
+    settings = load_settings()
+    password = password or settings.password or os.environ.get("OPPEN_PASSWORD")
+    if not password:
+        raise ConfigError("Falta la contraseña del sandbox: --password u OPPEN_PASSWORD")
+    return (url or settings.base_url or "http://127.0.0.1:8765", settings.username or "API",
+            password)
+
+
+def _admin_refused(exc) -> int:
+    # Answered and refused (no such invoice, already there): refused; unreachable: usage.
+    _error(f"Error: {exc.message}")
+    return REFUSED if exc.status is not None else USAGE
+
+
+def sandbox_admin_options(command):
+    options = [
+        click.option("--url", default=None, metavar="URL",
+                     help="dirección del sandbox en marcha (por defecto OPPEN_BASE_URL o "
+                          "http://127.0.0.1:8765)"),
+        click.option("--password", default=None, metavar="CLAVE",
+                     help="su contraseña (por defecto OPPEN_PASSWORD)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@sandbox_command.command("annul", short_help="anular una factura en un sandbox en marcha",
+                         help="Anular una factura en un sandbox en marcha, como se hace a mano "
+                              "en Oppen: queda guardada con Invalid = 1. Por SerNr, o por "
+                              "OfficialSerNr (con --voucher-code y --doc-type si el número "
+                              "solo no alcanza).")
+@sandbox_admin_options
+@click.option("--sernr", type=INT, default=None, metavar="N", help="SerNr de la factura")
+@click.option("--official-sernr", default=None, metavar="PPPP-NNNNNNNN",
+              help="OfficialSerNr de la factura")
+@click.option("--voucher-code", default=None, metavar="CÓDIGO", help="VoucherCode (p. ej. 006)")
+@click.option("--doc-type", default=None, metavar="N", help="DocType (p. ej. 1)")
+def sandbox_annul_command(url, password, sernr, official_sernr, voucher_code, doc_type) -> int:
+    from .sandbox import admin
+    if sernr is None and not official_sernr:
+        raise _Usage("falta --sernr o --official-sernr", click.get_current_context())
+    url, username, password = _sandbox_admin(url, password)
+    try:
+        record = admin.annul(url, password=password, username=username, sernr=sernr,
+                             official_sernr=official_sernr, voucher_code=voucher_code,
+                             doc_type=doc_type)
+    except admin.SandboxAdminError as exc:
+        return _admin_refused(exc)
+    print(f"Anulada en el sandbox: {record.get('OfficialSerNr')} (SerNr {record.get('SerNr')})")
+    return OK
+
+
+@sandbox_command.command("load", short_help="cargar facturas a mano en un sandbox en marcha",
+                         help="Cargar facturas a mano en un sandbox en marcha, como una persona "
+                              "o la integración anterior las habría cargado en Oppen (no "
+                              "pasan por la sincronización): todas o ninguna. ARCHIVO es un "
+                              "JSON con una lista de facturas, o una factura por línea; '-' lee "
+                              "la entrada estándar.")
+@sandbox_admin_options
+@click.argument("archivo", help="JSON o JSONL con las facturas ('-': la entrada estándar)")
+def sandbox_load_command(url, password, archivo: str) -> int:
+    from .sandbox import admin
+    try:
+        text = sys.stdin.read() if archivo == "-" else open(archivo, encoding="utf-8").read()
+    except OSError as exc:
+        raise SyncError(f"No se pudo leer {archivo}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+        records = data if isinstance(data, list) else [data]
+    except ValueError:
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError:
+            raise SyncError(f"{archivo} no es JSON (una lista de facturas, o una por "
+                            "línea)") from None
+    url, username, password = _sandbox_admin(url, password)
+    try:
+        stored = admin.load(url, records, password=password, username=username)
+    except admin.SandboxAdminError as exc:
+        return _admin_refused(exc)
+    print(f"{len(stored)} factura(s) cargada(s) a mano en el sandbox")
+    for record in stored:
+        print(f"  {record.get('OfficialSerNr')}  SerNr {record.get('SerNr')}")
+    return OK
+
+
 @cli.command("new-sernr", short_help="asignar un SerNr nuevo a una factura en conflicto",
              help="Asignar un SerNr nuevo a una factura cuyo SerNr Oppen ya tiene con otro "
                   "número (un respaldo restaurado, dos bases con la misma base de SerNr). "

@@ -57,6 +57,8 @@ REASONS = {"cli": "conciliación desde la línea de comandos",
 STALE_AFTER = dt.timedelta(minutes=30)
 RETRY_AFTER_ERROR = dt.timedelta(hours=1)
 ALERT_DAYS = 10                 # days named in one alert, at most
+ALERT_KIND = "reconcile"        # oppen_alerts.kind of the morning run's alerts
+ALERT_FAILED = "reconcile_failed"   # the condition "Oppen could not be read this morning"
 # The Spanish names of what can differ between our invoice and Oppen's record.
 FIELD_NAMES = {"monto": "monto", "fecha": "fecha", "cliente": "cliente", "tipo": "tipo"}
 _TYPE_KEYS = ("VoucherCode", "DocType", "FormType", "InvoiceType")
@@ -750,8 +752,10 @@ def reconcile_due(engine: Engine, settings: Settings, now: dt.datetime | None = 
                   client: OppenClient | None = None) -> dict | None:
     """What the worker calls on every poll: at OPPEN_RECONCILE_AT (Argentina's time),
     once a day, reconcile the days audited since the last morning reconciliation and
-    the OPPEN_RECONCILE_DAYS previous days again, and alert through the webhook naming
-    each day that does not square (or that Oppen could not be read).
+    the OPPEN_RECONCILE_DAYS previous days again; alert through the webhook naming each
+    day that does not square, or that Oppen could not be read (once, until a later
+    morning run succeeds). Alerts go to the outbox (sync/alerts.py), which the worker's
+    own thread posts, so the webhook never holds the worker.
 
     Returns the result when it ran ({"error": message} when Oppen could not be read),
     None when nothing was due. Never raises for Oppen; a database error propagates."""
@@ -773,12 +777,20 @@ def reconcile_due(engine: Engine, settings: Settings, now: dt.datetime | None = 
                                 now=now, run_id=run_id)
     except SyncError as exc:   # Oppen could not be read: recorded, alerted, tried later
         logger.error("❌ No se pudo conciliar con Oppen: %s", exc.message)
-        alert(settings, f"⚠️ No se pudo conciliar con Oppen los días {fmt_range(desde, hasta)}: "
-                        f"{exc.message}. Se reintenta en una hora.")
+        _alert(engine, settings, f"⚠️ No se pudo conciliar con Oppen los días "
+                                 f"{fmt_range(desde, hasta)}: {exc.message}. Se reintenta "
+                                 "en una hora.",
+               {"desde": desde.isoformat(), "hasta": hasta.isoformat(), "error": exc.message},
+               key=ALERT_FAILED)
         return {"error": exc.message, "desde": desde.isoformat(), "hasta": hasta.isoformat()}
+    _resolve(engine, settings, "✅ La conciliación con Oppen volvió a funcionar "
+                               f"({fmt_range(desde, hasta)}).")
     bad = [d for d in result["dias"] if not d["cuadra"]]
     if bad:
-        alert(settings, alert_text(bad, desde, hasta))
+        _alert(engine, settings, alert_text(bad, desde, hasta),
+               {"desde": desde.isoformat(), "hasta": hasta.isoformat(),
+                "no_cuadran": [{"local": d["local"], "fecha": d["fecha"],
+                                "problemas": problems_text(d)} for d in bad]})
     return result
 
 
@@ -794,25 +806,28 @@ def alert_text(bad: Sequence[Mapping], desde: dt.date, hasta: dt.date) -> str:
     return "\n".join(lines)
 
 
-def alert(settings: Settings, text: str) -> bool:
-    """Post `text` to OPPEN_WEBHOOK_URL; never raises, never logs the webhook's path."""
-    if not settings.webhook_url:
-        return False
-    import requests
-
-    from .deadline import request_within
-    from .notify import TIMEOUT, webhook_host
+def _alert(engine: Engine, settings: Settings, text: str, details: Mapping,
+           key: str | None = None) -> None:
+    """Into the alerts' outbox: a one-off event, or (`key`) a condition told once until
+    `_resolve`. An alert never breaks the reconciliation that raised it."""
+    from .state import alerts as outbox
     try:
-        resp = request_within(None, "POST", settings.webhook_url, TIMEOUT, json={"text": text})
-    except requests.RequestException as exc:
-        logger.warning("No se pudo notificar al webhook %s: %s",
-                       webhook_host(settings.webhook_url), type(exc).__name__)
-        return False
-    if not 200 <= resp.status_code < 300:
-        logger.warning("El webhook %s respondió HTTP %s", webhook_host(settings.webhook_url),
-                       resp.status_code)
-        return False
-    return True
+        if key is None:
+            outbox.event(engine, target=settings.target, kind=ALERT_KIND, text=text,
+                         details=details)
+        else:
+            outbox.open_condition(engine, target=settings.target, kind=ALERT_KIND, key=key,
+                                  text=text, details=details)
+    except Exception:  # noqa: BLE001
+        logger.warning("No se pudo registrar el aviso de la conciliación", exc_info=True)
+
+
+def _resolve(engine: Engine, settings: Settings, text: str) -> None:
+    from .state import alerts as outbox
+    try:
+        outbox.resolve_condition(engine, target=settings.target, key=ALERT_FAILED, text=text)
+    except Exception:  # noqa: BLE001
+        logger.warning("No se pudo registrar el aviso de la conciliación", exc_info=True)
 
 
 # --- what an admin decides -------------------------------------------------------------------

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from faults import seed_days
 from helpers import DAY, TODAY, add_factura, close_day, http_server
+from sync import alerts
 from sync import reconcile as rec
 from sync.actions import mark_audited
 from sync.cli import main
@@ -334,6 +335,7 @@ def test_the_morning_reconciliation(engine, settings, client, policy, sandbox):
         hooked = morning.replace(webhook_url=f"{base}/hook/secreto")
         assert rec.reconcile_due(engine, hooked, at_ar(TODAY, 5, 59), client=client) is None
         first = rec.reconcile_due(engine, hooked, at_ar(TODAY, 6, 0), client=client)
+        alerts.deliver(engine, hooked, "test")    # what the worker's alert thread does
         # Only the window's days (the first morning never reads the whole history).
         assert [(d["local"], d["fecha"]) for d in first["dias"]] == [("MATRIZ", D), ("PALERMO", D)]
         assert first["resumen"] == {"dias": 2, "cuadran": 1, "no_cuadran": 1}
@@ -345,6 +347,7 @@ def test_the_morning_reconciliation(engine, settings, client, policy, sandbox):
                          .values(auditado_en=at_ar(TODAY, 12)))
         second = rec.reconcile_due(engine, hooked, at_ar(TODAY + dt.timedelta(days=1), 6, 30),
                                    client=client)
+        alerts.deliver(engine, hooked, "test")
         assert [(d["local"], d["fecha"]) for d in second["dias"]] == [
             ("MATRIZ", old.isoformat()), ("MATRIZ", D), ("PALERMO", D)]
     assert len(Hook.received) == 2
@@ -373,12 +376,17 @@ def test_the_morning_reconciliation_when_oppen_is_down(engine, settings, client,
         assert failed["error"].startswith("Error HTTP 502")
         # Not again on every poll: an hour later.
         assert rec.reconcile_due(engine, hooked, at_ar(TODAY, 6, 30), client=client) is None
+        alerts.deliver(engine, hooked, "test")
+        # Still down an hour later: tried again, but told once, not twice.
+        assert "error" in rec.reconcile_due(engine, hooked, at_ar(TODAY, 7, 10), client=client)
         sandbox.start_instance()
-        done = rec.reconcile_due(engine, hooked, at_ar(TODAY, 7, 10), client=client)
+        done = rec.reconcile_due(engine, hooked, at_ar(TODAY, 8, 15), client=client)
         assert done["resumen"] == {"dias": 1, "cuadran": 1, "no_cuadran": 0}
-        assert rec.reconcile_due(engine, hooked, at_ar(TODAY, 8, 0), client=client) is None
+        assert rec.reconcile_due(engine, hooked, at_ar(TODAY, 9, 0), client=client) is None
+        alerts.deliver(engine, hooked, "test")
     assert [m["text"].split(":")[0] for m in Hook.received] == [
-        "⚠️ No se pudo conciliar con Oppen los días del 05/01/2025"]
+        "⚠️ No se pudo conciliar con Oppen los días del 05/01/2025",
+        "✅ La conciliación con Oppen volvió a funcionar (del 05/01/2025)."]
     assert "Se reintenta en una hora." in Hook.received[0]["text"]
     assert "secreto" not in json.dumps(Hook.received)
 
@@ -447,3 +455,71 @@ def test_fifty_locals_for_thirty_days_within_the_query_budget(engine, settings, 
     print(f"\n50 locales × 30 días, {total} facturas: {len(requests_)} pedidos HTTP "
           f"(presupuesto {budget_http}), {len(statements)} sentencias SQL (presupuesto "
           f"{budget_db}), {elapsed:.2f} s")
+
+
+# --- the sandbox's admin from the command line -----------------------------------------------
+
+def test_sandbox_annul_and_load_from_the_cli(sandbox, password, tmp_path, monkeypatch, capsys):
+    for key, value in {"OPPEN_ENV": "sandbox", "OPPEN_BASE_URL": sandbox.url,
+                       "OPPEN_USERNAME": "API", "OPPEN_PASSWORD": password,
+                       "OPPEN_SECRETS_FILE": "/nonexistent/secrets.toml"}.items():
+        monkeypatch.setenv(key, value)
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(["sandbox", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    path = tmp_path / "facturas.json"
+    path.write_text(json.dumps([
+        {"OfficialSerNr": "0005-00000001", "TransDate": D, "Labels": "Local|MATRIZ",
+         "Items": [{"ArtCode": "1", "Qty": 1, "Price": 10.0}]},
+        {"OfficialSerNr": "0005-00000002", "TransDate": D, "Labels": "Local|MATRIZ",
+         "Total": 20.0}]), encoding="utf-8")
+    code, out, err = run("load", str(path))
+    held = sandbox.invoices()
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["2 factura(s) cargada(s) a mano en el sandbox"] + [
+        f"  {r['OfficialSerNr']}  SerNr {r['SerNr']}" for r in held]
+    assert sandbox.stats()["loaded_by_hand"] == 2
+
+    code, out, err = run("annul", "--official-sernr", "0005-00000002")
+    assert (code, out, err) == (0, f"Anulada en el sandbox: 0005-00000002 (SerNr "
+                                   f"{held[1]['SerNr']})\n", "")
+    assert [r["Invalid"] for r in sandbox.invoices()] == [0, 1]
+
+    # Refusals: one Spanish line each.
+    assert run("annul", "--sernr", "9") == (
+        1, "", "Error: El sandbox respondió 404: No hay ninguna factura con SerNr 9\n")
+    code, _, err = run("load", str(path))
+    assert code == 1 and err.startswith("Error: El sandbox respondió 409: Registro 1: la "
+                                        "factura 0005-00000001 ya existe en el sandbox")
+    (tmp_path / "roto.json").write_text("{no es json", encoding="utf-8")
+    assert run("load", str(tmp_path / "roto.json"))[::2] == (
+        2, f"Error: {tmp_path / 'roto.json'} no es JSON (una lista de facturas, o una por "
+           "línea)\n")
+    assert run("annul")[0] == 2
+    monkeypatch.setenv("OPPEN_BASE_URL", "http://127.0.0.1:1")
+    code, _, err = run("annul", "--sernr", "1")
+    assert code == 2 and err.startswith("Error: No se pudo conectar con el sandbox en "
+                                        "http://127.0.0.1:1")
+
+
+def test_the_worker_reconciles_in_its_scan_once_a_day(engine, settings, client, policy, sandbox):
+    worker = pytest.importorskip("sync.worker")
+    from sync.settings import local_today
+    yesterday = local_today() - dt.timedelta(days=1)
+    close_day(engine, "MATRIZ", yesterday)
+    add_factura(engine, "MATRIZ", "A", "5", "1", "10", fecha=yesterday)
+    audit(engine, settings, "MATRIZ", client, policy, fecha=yesterday)
+    morning = settings.replace(reconcile_at=dt.time(0, 0))   # due whenever it is
+    scanner = worker.Worker(engine, morning, client, once=True)
+    scanner.scan()
+    scanner.scan()
+    t, r = schema.oppen_reconciliations, schema.oppen_runs
+    with engine.connect() as conn:
+        runs = conn.execute(sa.select(r.c.username, r.c.state).where(r.c.kind == "reconcile")).all()
+        days = conn.execute(sa.select(t.c.local, t.c.fecha, t.c.squares)).all()
+    assert [tuple(x) for x in runs] == [("automática", "done")]
+    assert [tuple(x) for x in days] == [("MATRIZ", yesterday, True)]
