@@ -28,7 +28,7 @@ from .oppen.retry import Policy
 from .mapping import Mapped, differences, parse_day, pick_ours, voucher_identity
 from .oppen.client import OppenClient
 from .settings import Settings, local_today
-from .state import binder, schema
+from .state import binder, queue, schema
 from .state.schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT, oppen_invoices
 from .wiring import open_client
 
@@ -219,6 +219,25 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
     Only audited days are ever sent. Sent invoices are never resent; one whose last
     attempt had an unknown outcome is looked up first.
     """
+    request = resend_request(engine, settings, user=user, local=local, fecha=fecha,
+                             invoice_ids=invoice_ids, reason=reason)
+    if request is None:
+        return {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": True,
+                "message": "No hay facturas para reenviar"}
+    client, owned = _client_or_default(settings, client)
+    try:
+        return run(engine, settings, client, request, progress=progress, policy=policy,
+                   today=today, on_start=on_start)
+    finally:
+        if owned:
+            client.close()
+
+
+def resend_request(engine: Engine, settings: Settings, *, user: str, local: str | None = None,
+                   fecha: dt.date | None = None, invoice_ids: Iterable[int] | None = None,
+                   reason: str | None = None) -> RunRequest | None:
+    """What a resend would send, checked (audited days only, rows that exist and are
+    'ok'), or None when there is nothing to resend. Raises the refusal."""
     if invoice_ids is not None:
         ids = sorted({int(i) for i in invoice_ids})
         if any(not 0 < i < 2 ** 63 for i in ids):
@@ -257,18 +276,49 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
             for day_local, day in days:
                 groups[(day_local, day)] = binder.read_facturas(conn, day_local, day)
     if not groups:
-        return {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": True,
-                "message": "No hay facturas para reenviar"}
+        return None
     first_local, first_day = days[0] if len(days) == 1 else (None, None)
-    request = RunRequest(kind="resend", groups=groups, user=user, reason=reason, only_ids=only,
-                         local=first_local, fecha=first_day)
-    client, owned = _client_or_default(settings, client)
+    return RunRequest(kind="resend", groups=groups, user=user, reason=reason, only_ids=only,
+                      local=first_local, fecha=first_day)
+
+
+# --- asking a worker (sync/worker.py) instead of sending here ------------------------------
+
+def request_audit(engine: Engine, settings: Settings, local: str, fecha: dt.date,
+                  user: str) -> dict:
+    """Validate, then commit the audit and queue its sync for a worker in one
+    transaction (so an audit is never left without its sync, and nothing else picks the
+    day up meanwhile). Returns {"success", "msg", "run_id"}; a refusal writes nothing."""
     try:
-        return run(engine, settings, client, request, progress=progress, policy=policy,
-                   today=today, on_start=on_start)
-    finally:
-        if owned:
-            client.close()
+        check_auditable(engine, local, fecha)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(schema.locales_auditados).values(
+                local=local, fecha=fecha, auditor=user, auditado_en=schema.utcnow()))
+            run_id = queue.enqueue(conn, target=settings.target, kind="audit",
+                                   days=[(local, fecha)], username=user)
+    except IntegrityError:
+        return {"success": False,
+                "msg": f"El local {local} ya está auditado para {fecha.isoformat()}"}
+    except SyncError as exc:
+        return {"success": False, "msg": exc.message}
+    head = messages.audited(local, fecha)
+    logger.info("%s por %s (sincronización %s en cola)", head, user, run_id)
+    return {"success": True, "msg": head, "run_id": run_id}
+
+
+def request_resend(engine: Engine, settings: Settings, *, user: str, local: str | None = None,
+                   fecha: dt.date | None = None, invoice_ids: Iterable[int] | None = None,
+                   reason: str | None = None) -> int | None:
+    """Check a resend as `resend` does and queue it for a worker; returns its run id, or
+    None when there is nothing to resend. Raises the refusal."""
+    request = resend_request(engine, settings, user=user, local=local, fecha=fecha,
+                             invoice_ids=invoice_ids, reason=reason)
+    if request is None:
+        return None
+    with engine.begin() as conn:
+        return queue.enqueue(conn, target=settings.target, kind="resend",
+                             days=list(request.groups), username=user, reason=reason,
+                             invoice_ids=request.only_ids)
 
 
 def preview(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,

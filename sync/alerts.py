@@ -163,7 +163,7 @@ def _evaluate(engine: Engine, settings: Settings) -> None:
         now = db_now(conn)
         waiting, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(t.c.created_at))
                                        .where(t.c.target == target, waiting_filter(),
-                                              t.c.created_at < now - stale)).one()
+                                              t.c.created_at <= now - stale)).one()
         attention = conn.execute(sa.select(sa.func.count()).where(
             t.c.target == target, t.c.attention_at.is_not(None),
             t.c.state.in_((PENDING, FAILED)))).scalar()

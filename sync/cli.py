@@ -262,6 +262,16 @@ def _finish_run_output(as_json: bool, result: dict, text: str) -> int:
     return OK
 
 
+def _queued_output(as_json: bool, result: dict, run_id: int) -> int:
+    """A run left in the queue: its number, and who sends it."""
+    if as_json:
+        _print_json({**result, "run_id": run_id, "en_cola": True})
+    else:
+        print(f"{result['msg']}: sincronización {run_id} en cola; la envía un worker "
+              "(python -m sync worker)")
+    return OK
+
+
 def _summary_text(summary: dict) -> str:
     if summary["total"] == 0:
         return f"ℹ️ {summary.get('message', 'No hay facturas para reenviar')}"
@@ -373,12 +383,19 @@ def init_db_command(demo: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="salida JSON")
 @click.option("--user", default=_default_user, metavar="USUARIO",
               help="auditor (por defecto, el usuario del sistema)")
-def audit_command(local: str, fecha: dt.date, as_json: bool, user: str) -> int:
-    from .actions import clean_local, mark_audited
+@click.option("--queue", "queued", is_flag=True,
+              help="dejar el envío en la cola para un worker y volver enseguida")
+def audit_command(local: str, fecha: dt.date, as_json: bool, user: str, queued: bool) -> int:
+    from .actions import clean_local, mark_audited, request_audit
     settings = load_settings()
     engine = _engine(settings)
-    result = mark_audited(engine, settings, clean_local(local), fecha, user,
-                          progress=_progress_printer())
+    if queued:
+        result = request_audit(engine, settings, clean_local(local), fecha, user)
+        if result["success"]:
+            return _queued_output(as_json, result, result["run_id"])
+    else:
+        result = mark_audited(engine, settings, clean_local(local), fecha, user,
+                              progress=_progress_printer())
     if not result["success"]:
         if as_json:
             _print_json(result)
@@ -432,11 +449,21 @@ def preview_command(local: str, fecha: dt.date, as_json: bool) -> int:
 @click.option("--reason", default="reenvío desde la línea de comandos", metavar="MOTIVO",
               help="motivo que queda registrado en la corrida")
 @click.option("--json", "as_json", is_flag=True, help="salida JSON")
+@click.option("--queue", "queued", is_flag=True,
+              help="dejar el reenvío en la cola para un worker y volver enseguida")
 def resend_command(local: str | None, fecha: dt.date | None, invoice_ids: tuple[int, ...],
-                   user: str, reason: str, as_json: bool) -> int:
-    from .actions import clean_local, resend
+                   user: str, reason: str, as_json: bool, queued: bool) -> int:
+    from .actions import clean_local, request_resend, resend
     settings = load_settings()
     engine = _engine(settings)
+    if queued:
+        run_id = request_resend(engine, settings, user=user,
+                                local=clean_local(local) if local else None, fecha=fecha,
+                                invoice_ids=list(invoice_ids) or None, reason=reason)
+        if run_id is None:
+            return _finish_run_output(as_json, {"success": True, "total": 0},
+                                      "ℹ️ No hay facturas para reenviar")
+        return _queued_output(as_json, {"success": True, "msg": "Reenvío"}, run_id)
     result = resend(engine, settings, user=user, local=clean_local(local) if local else None,
                     fecha=fecha, invoice_ids=list(invoice_ids) or None, reason=reason,
                     progress=_progress_printer())
@@ -550,6 +577,36 @@ def sandbox_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+@cli.command("worker", short_help="hacer los envíos: cola, reintentos automáticos y avisos",
+             help="Hacer todos los envíos a Oppen: las sincronizaciones pedidas desde la "
+                  "consola o con --queue, los reintentos automáticos (OPPEN_RETRY_DELAYS), "
+                  "lo que dejó un proceso que murió y los días auditados en el sistema de "
+                  "ventas. Corre hasta SIGTERM o Ctrl+C: termina lo que está enviando, "
+                  "devuelve lo demás a la cola y sale con 0. Varios workers pueden "
+                  "compartir una base MySQL/MariaDB.")
+@click.option("--once", is_flag=True,
+              help="hacer lo que corresponde ahora y salir (para cron y pruebas)")
+@click.option("--embedded", is_flag=True, hidden=True)
+@click.option("--parent-pid", type=INT, default=None, hidden=True)
+def worker_command(once: bool, embedded: bool, parent_pid: int | None) -> int:
+    from .state import migrate
+    from .wiring import open_client
+    from .worker import run_worker
+    settings = load_settings()
+    engine = _engine(settings)
+    problem = migrate.check(engine)
+    if problem:
+        raise ConfigError(problem)
+    if not logging.getLogger().handlers:
+        _show_log()   # a service: its log is its output (journald, the console's terminal)
+    client = open_client(settings)
+    try:
+        return run_worker(engine, settings, client, once=once, embedded=embedded,
+                          parent_pid=parent_pid, say=lambda text: print(text, flush=True))
+    finally:
+        client.close()
 
 
 # A group that runs when called alone, so `sandbox --port P [fallas]` keeps working when

@@ -84,6 +84,18 @@ def embedded_sandbox(settings: Settings):
         return _sandbox
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """What a worker process started by this process must be told to reach the same Oppen:
+    for the embedded sandbox, its address and this process's random password (the child
+    runs on this machine, with this user; the password still never reaches a log, a
+    page or the database). Nothing otherwise: the child reads the same settings."""
+    if not settings.embedded_sandbox:
+        return {}
+    sandbox = embedded_sandbox(settings)
+    return {"OPPEN_BASE_URL": sandbox.url, "OPPEN_USERNAME": settings.username or "API",
+            "OPPEN_PASSWORD": _sandbox_password}
+
+
 def open_client(settings: Settings) -> OppenClient:
     """A client for the configured target (starting the embedded sandbox if that is it)."""
     pool = max(2, settings.concurrency)

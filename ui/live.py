@@ -1,9 +1,9 @@
 """Runs in progress, as a page shows them: each run's live progress bar (n of N, the
 invoice being sent), then its answer in the seed's words.
 
-Runs go on in the server process (`sync.background`) and report through their row in
-`oppen_runs`; a fragment polls that row from the script's own thread, because
-Streamlit does not support st.* calls from worker threads. What this session started
+Runs are queued by `sync.background` and run by a worker process (sync/worker.py); they
+report through their row in `oppen_runs`, which a fragment polls from the script's own
+thread (Streamlit does not support st.* calls from other threads). What this session started
 is remembered in st.session_state, per page.
 """
 
@@ -58,6 +58,8 @@ def progress_text(p: Mapping) -> str:
     """'Sincronización de MATRIZ 23/11/2026: 3 de 5 factura(s) · enviando A 0005-00001693'."""
     where = f"{p['local']} {fmt_date(p['fecha'])}" if p.get("local") else "facturas elegidas"
     what = "Reenvío" if p.get("kind") == "resend" else "Sincronización"
+    if p.get("queued"):
+        return f"{what} de {where}: en cola, esperando al worker…"
     if not p["total"]:
         return f"{what} de {where}: preparando el envío…"
     current = f" · enviando {p['current_ref']}" if p.get("current_ref") else ""
@@ -127,6 +129,15 @@ def _progress(engine: sa.engine.Engine, settings: Settings, run_ids: tuple[int, 
         st.progress(p["fraction"], text=progress_text(p))
     if finished:
         st.rerun()  # the whole page: tables refresh and the answer shows
+
+
+def keep_worker(engine: sa.engine.Engine, settings: Settings) -> None:
+    """Queued runs need a worker: this console starts its own when no other is alive
+    (`sync.background.ensure_worker`). A problem here never stops a page."""
+    try:
+        background.ensure_worker(engine, settings)
+    except Exception:  # noqa: BLE001 - the next page view tries again
+        logger.warning("No se pudo revisar el worker", exc_info=True)
 
 
 def _runs(page: str) -> dict:

@@ -18,6 +18,7 @@ from sync import auth, wiring
 from sync.errors import ConfigError, SyncError
 from sync.settings import Settings, User, load_settings
 from ui.errors import DB_ERROR
+from ui import live
 
 logger = logging.getLogger("console")
 
@@ -148,6 +149,7 @@ def open_page(role: str, title: str, caption: str | None = None
     settings = load()
     user = require_user(settings, role)
     engine_ = engine(settings)
+    live.keep_worker(engine_, settings)   # queued runs need a worker: this console's, if none
     st.title(title)
     if caption:
         st.caption(caption)

@@ -11,7 +11,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from sync import demo
+from sync import background, demo
 from sync.settings import User
 from sync.state import read_models, schema
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, ENV_KEYS, PASSWORDS, ROOT, free_port
@@ -48,11 +48,15 @@ def console_env(monkeypatch, demo_url, sandbox, password, secrets_file):
     values = {"DATABASE_URL": demo_url, "OPPEN_ENV": "sandbox", "OPPEN_BASE_URL": sandbox.url,
               "OPPEN_USERNAME": "API", "OPPEN_PASSWORD": password,
               "OPPEN_SECRETS_FILE": str(secrets_file), "OPPEN_TIMEOUT": "5",
-              "OPPEN_BACKOFF_BASE": "0.001", "OPPEN_BACKOFF_CAP": "0.01"}
+              "OPPEN_BACKOFF_BASE": "0.001", "OPPEN_BACKOFF_CAP": "0.01",
+              # The console's own worker (a process it starts) looks for work often;
+              # the morning reconciliation, which it would also run, has its own tests.
+              "OPPEN_WORKER_POLL": "0.2", "OPPEN_RECONCILE_AT": "off"}
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     engine = schema.make_engine(demo_url)
     yield {"url": demo_url, "engine": engine, "sandbox": sandbox}
+    background.stop_embedded_workers()   # the worker the pages started for this database
     engine.dispose()
 
 

@@ -1,21 +1,24 @@
-"""Runs that outlive the page: background audits and resends against the sandbox, their
-progress read from the database, their answers, refusals and role checks."""
+"""Runs asked for from the console: the console queues audits and resends in the
+database and a worker runs them against the sandbox; their progress and answers are
+read from the run's row; refusals come at once; roles are checked where the action
+runs."""
 
 from __future__ import annotations
 
-import datetime as dt
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
 
 from sync import background
-
-from sync.state import binder, read_models, runs, schema
 from sync.actions import mark_audited
 from sync.auth import PermissionDenied
-from sync.settings import User
 from sync.errors import SyncError
+from sync.oppen.client import OppenClient
+from sync.settings import User
+from sync.state import read_models, runs, schema
+from sync.worker import Worker, wait_until
 
 from helpers import DAY, TODAY, add_factura, close_day
 
@@ -24,18 +27,24 @@ BETO = User("beto", "Beto Admin", "admin", "")
 HEAD = "Local {} marcado como auditado para 2025-01-05"
 
 
-def wait_result(engine, settings, run_id, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = background.result_of(engine, settings, run_id)
-        if result is not None:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"the run {run_id} did not end in {timeout} s")
+def worker_settings(settings, **changes):
+    return settings.replace(**{"worker_poll": 0.05, "lease_seconds": 3.0,
+                               "reconcile_at": None, **changes})
+
+
+def run_worker_once(engine, settings):
+    with OppenClient(base_url=settings.base_url, api=settings.api,
+                     username=settings.username, password=settings.password,
+                     timeout=settings.timeout) as client:
+        Worker(engine, settings, client, once=True).run()
 
 
 def answer(engine, settings, started):
-    return started.response or wait_result(engine, settings, started.run_id)
+    """The answer of a run the console started, once a worker has run it."""
+    if started.response is not None:
+        return started.response
+    run_worker_once(engine, settings)
+    return background.result_of(engine, settings, started.run_id)
 
 
 def matriz(engine, n=5):
@@ -60,13 +69,15 @@ def runs_count(engine):
         return conn.execute(sa.select(sa.func.count()).select_from(schema.oppen_runs)).scalar()
 
 
-def test_audit_runs_in_the_background_and_ends_with_the_seeds_message(engine, settings,
-                                                                      client, sandbox):
+def test_an_audit_is_queued_and_ends_with_the_seeds_message(engine, settings, sandbox):
+    s = worker_settings(settings)
     matriz(engine)
-    started = background.start_audit(engine, settings, user=ANA, local="MATRIZ", fecha=DAY,
-                               client=client)
-    assert started.run_id is not None
-    result = answer(engine, settings, started)
+    started = background.start_audit(engine, s, user=ANA, local="MATRIZ", fecha=DAY)
+    assert started.run_id is not None and not started.finished
+    # Committed with its run: audited now, sent when a worker runs it.
+    assert read_models.run_row(engine, started.run_id)["state"] == "queued"
+    assert sandbox.invoices() == []
+    result = answer(engine, s, started)
     assert result["msg"] == HEAD.format("MATRIZ") + "\n✅ 5 factura(s) enviada(s) a Oppen exitosamente"
     assert result["oppen_sync"]["exitosas"] == 5
     assert background.message_level(result) == "success"
@@ -74,26 +85,32 @@ def test_audit_runs_in_the_background_and_ends_with_the_seeds_message(engine, se
     assert (row["state"], row["usuario"], row["kind"], row["procesadas"], row["total"]) == (
         "done", "ana", "audit", 5, 5)
     assert len(sandbox.invoices()) == 5
-    # A fresh server process (nothing in memory) rebuilds the same answer from the row.
-    background.forget_results()
-    assert background.result_of(engine, settings, started.run_id)["msg"] == result["msg"]
 
 
 def test_progress_is_read_from_the_run_row_while_it_goes(engine, settings, client, sandbox):
     matriz(engine, n=12)
     sandbox.set_faults(latency_ms=60)
-    slow = settings.replace(concurrency=1)
-    started = background.start_audit(engine, slow, user=ANA, local="MATRIZ", fecha=DAY,
-                               client=client)
-    assert not started.finished and started.run_id is not None
+    slow = worker_settings(settings, concurrency=1)
+    started = background.start_audit(engine, slow, user=ANA, local="MATRIZ", fecha=DAY)
+    queued = background.progress_of(engine, started.run_id)
+    assert (queued["state"], queued["queued"], queued["processed"]) == ("queued", True, 0)
+    worker = Worker(engine, slow, client)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
     seen = []
-    while background.result_of(engine, slow, started.run_id) is None:
-        p = background.progress_of(engine, started.run_id)
-        seen.append((p["state"], p["processed"], p["total"], p["current_ref"]))
-        # What a reopened page finds for this local/day: the same run.
-        live = read_models.running_run(engine, slow, "MATRIZ", DAY)
-        assert live is None or live["id"] == started.run_id
-        time.sleep(0.02)
+    try:
+        deadline = time.monotonic() + 20
+        while background.result_of(engine, slow, started.run_id) is None:
+            assert time.monotonic() < deadline
+            p = background.progress_of(engine, started.run_id)
+            seen.append((p["state"], p["processed"], p["total"], p["current_ref"]))
+            # What a reopened page finds for this local/day: the same run.
+            live = read_models.running_run(engine, slow, "MATRIZ", DAY)
+            assert live is None or live["id"] == started.run_id
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
     middle = [s for s in seen if s[0] == "running" and 0 < s[1] < s[2]]
     assert middle, f"no intermediate progress seen: {seen}"
     assert all(s[2] == 12 and s[3] and s[3].startswith("A 0005-") for s in middle)
@@ -104,10 +121,9 @@ def test_progress_is_read_from_the_run_row_while_it_goes(engine, settings, clien
         "done", 12, 12, 1.0)
 
 
-def test_a_refusal_answers_at_once_and_starts_no_run(engine, settings, client, sandbox):
+def test_a_refusal_answers_at_once_and_queues_nothing(engine, settings, sandbox):
     add_factura(engine, "ABIERTO", "A", "5", "1", 10)
-    started = background.start_audit(engine, settings, user=ANA, local="ABIERTO", fecha=DAY,
-                               client=client)
+    started = background.start_audit(engine, settings, user=ANA, local="ABIERTO", fecha=DAY)
     assert started.finished and started.run_id is None
     assert started.response == {
         "success": False,
@@ -116,47 +132,48 @@ def test_a_refusal_answers_at_once_and_starts_no_run(engine, settings, client, s
     assert runs_count(engine) == 0
 
 
-def test_a_second_run_for_the_same_day_is_refused(engine, settings, client, policy, sandbox):
-    palermo_with_duplicate(engine, settings, client, policy, sandbox)
+def test_a_resend_waits_in_the_queue_while_another_run_holds_the_day(engine, settings, client,
+                                                                     policy, sandbox):
+    s = worker_settings(settings)
+    palermo_with_duplicate(engine, s, client, policy, sandbox)
     owner = schema.new_owner()
-    holder = runs.start_run(engine, target=settings.target, kind="resend",
-                             days=[("PALERMO", DAY)], username="otro", reason="x",
-                             lease=settings.lease_seconds, owner=owner, local="PALERMO",
-                             fecha=DAY)
-    try:
-        started = background.start_resend(engine, settings, user=BETO, reason="Oppen volvió",
-                                    local="PALERMO", fecha=DAY, client=client)
-    finally:
-        runs.finish_run(engine, holder, owner, state="done", summary={"total": 0}, message="")
-    assert started.finished and started.run_id is None
-    assert started.response["success"] is False
-    assert started.response["msg"].startswith("Ya hay una sincronización en curso para PALERMO "
-                                              "2025-01-05")
+    holder = runs.start_run(engine, target=s.target, kind="resend", days=[("PALERMO", DAY)],
+                            username="otro", reason="x", lease=s.lease_seconds, owner=owner,
+                            local="PALERMO", fecha=DAY)
+    started = background.start_resend(engine, s, user=BETO, reason="Oppen volvió",
+                                      local="PALERMO", fecha=DAY)
+    assert started.run_id is not None
+    run_worker_once(engine, s)
+    assert read_models.run_row(engine, started.run_id)["state"] == "queued"
+    runs.finish_run(engine, holder, owner, state="done", summary={"total": 0}, message="")
+    result = answer(engine, s, started)
+    assert result["msg"].startswith("⚠️ Algunas facturas no pudieron enviarse a Oppen: 1/1")
 
 
 def test_resend_of_a_failed_invoice(engine, settings, client, policy, sandbox):
-    dup = palermo_with_duplicate(engine, settings, client, policy, sandbox)
-    [failed] = read_models.failed_invoices(engine, settings)
+    s = worker_settings(settings)
+    dup = palermo_with_duplicate(engine, s, client, policy, sandbox)
+    [failed] = read_models.failed_invoices(engine, s)
     assert (failed["factura_id"], failed["intentos"]) == (dup, 1)
 
-    started = background.start_resend(engine, settings, user=BETO, reason="  probar otra vez  ",
-                                invoice_ids=[dup], client=client)
-    result = answer(engine, settings, started)
+    started = background.start_resend(engine, s, user=BETO, reason="  probar otra vez  ",
+                                      invoice_ids=[dup])
+    result = answer(engine, s, started)
     assert result["msg"] == ("⚠️ Algunas facturas no pudieron enviarse a Oppen: 1/1\n"
                              "Primer error: Error HTTP 409: Duplicate invoice")
     assert background.message_level(result) == "warning"
-    [again] = read_models.failed_invoices(engine, settings)
+    [again] = read_models.failed_invoices(engine, s)
     assert again["intentos"] == 2
-    [run] = read_models.run_history(engine, settings, kind="resend")
+    [run] = read_models.run_history(engine, s, kind="resend")
     assert (run["usuario"], run["motivo"], run["tipo"]) == ("beto", "probar otra vez", "Reenvío")
 
     # Oppen forgets its copy: the next resend of the local/day gets it through.
     sandbox.reset()
-    started = background.start_resend(engine, settings, user=BETO, reason="se borró en Oppen",
-                                local="PALERMO", fecha=DAY, client=client)
-    result = answer(engine, settings, started)
+    started = background.start_resend(engine, s, user=BETO, reason="se borró en Oppen",
+                                      local="PALERMO", fecha=DAY)
+    result = answer(engine, s, started)
     assert result["msg"] == "✅ 1 factura(s) reenviada(s) a Oppen exitosamente"
-    assert read_models.failed_invoices(engine, settings) == []
+    assert read_models.failed_invoices(engine, s) == []
 
 
 def test_only_an_admin_resends_and_a_reason_is_required(engine, settings, client, policy,
@@ -164,8 +181,7 @@ def test_only_an_admin_resends_and_a_reason_is_required(engine, settings, client
     dup = palermo_with_duplicate(engine, settings, client, policy, sandbox)
     before = runs_count(engine)
     with pytest.raises(PermissionDenied) as refused:
-        background.start_resend(engine, settings, user=ANA, reason="quiero", invoice_ids=[dup],
-                          client=client)
+        background.start_resend(engine, settings, user=ANA, reason="quiero", invoice_ids=[dup])
     assert "hace falta el rol Administrador" in refused.value.message
     with pytest.raises(PermissionDenied):
         background.start_resend(engine, settings, user=None, reason="x", invoice_ids=[dup])
@@ -177,48 +193,53 @@ def test_only_an_admin_resends_and_a_reason_is_required(engine, settings, client
         background.compare_duplicate(engine, settings, user=ANA, state_id=1, client=client)
     with pytest.raises(PermissionDenied):
         background.link_duplicate(engine, settings, user=ANA, state_id=1, reason="x", client=client)
+    with pytest.raises(PermissionDenied):
+        background.cancel_run(engine, settings, user=ANA, run_id=1)
     assert runs_count(engine) == before
     assert [r["intentos"] for r in read_models.failed_invoices(engine, settings)] == [1]
+
+
+def test_a_resend_of_a_day_not_audited_is_refused_at_once(engine, settings, sandbox):
+    matriz(engine)
+    started = background.start_resend(engine, settings, user=BETO, reason="x",
+                                      local="MATRIZ", fecha=DAY)
+    assert started.finished and started.run_id is None
+    assert started.response["msg"] == ("El local MATRIZ no está auditado para 2025-01-05; "
+                                       "primero hay que marcarlo auditado")
 
 
 def test_compare_and_link_a_duplicate(engine, settings, client, policy, sandbox):
     palermo_with_duplicate(engine, settings, client, policy, sandbox)
     [failed] = read_models.failed_invoices(engine, settings)
     comparison = background.compare_duplicate(engine, settings, user=BETO, state_id=failed["id"],
-                                        client=client)
+                                              client=client)
     assert comparison["remote"]["OfficialSerNr"] == "0005-00001691"
     assert comparison["differences"]   # Oppen's copy has other data
     result = background.link_duplicate(engine, settings, user=BETO, state_id=failed["id"],
-                                 reason="es la misma", client=client)
+                                       reason="es la misma", client=client)
     assert result["linked"] is False
     assert read_models.failed_invoices(engine, settings)[0]["estado"] == "failed"
 
 
-def test_a_run_whose_process_died_reads_as_interrupted(engine, settings):
-    owner = schema.new_owner()
-    run_id = runs.start_run(engine, target=settings.target, kind="audit",
-                             days=[("MATRIZ", DAY)], username="ana", reason=None,
-                             lease=settings.lease_seconds, owner=owner, local="MATRIZ",
-                             fecha=DAY)
-    assert background.result_of(engine, settings, run_id) is None
-    old = schema.utcnow() - dt.timedelta(seconds=settings.lease_seconds + 5)
+def test_a_run_whose_process_died_is_still_going_until_a_worker_takes_it(engine, settings,
+                                                                         sandbox):
+    s = worker_settings(settings, lease_seconds=1.0)
+    matriz(engine, n=2)
     with engine.begin() as conn:
-        conn.execute(sa.update(schema.oppen_runs).where(schema.oppen_runs.c.id == run_id)
-                     .values(heartbeat_at=old))
-    result = background.result_of(engine, settings, run_id)
-    assert result["success"] is False and "se interrumpió" in result["msg"]
-
-
-def test_an_unexpected_error_in_the_thread_still_answers(engine, settings, client,
-                                                         monkeypatch, caplog):
-    def broken(*args, **kwargs):
-        raise RuntimeError("bug")
-    monkeypatch.setattr(background.actions, "mark_audited", broken)
-    started = background.start_audit(engine, settings, user=ANA, local="MATRIZ", fecha=DAY,
-                               client=client)
-    assert started.finished
-    assert started.response == {"success": False, "msg": background.UNEXPECTED}
-    assert "RuntimeError" in caplog.text
+        conn.execute(sa.insert(schema.locales_auditados).values(local="MATRIZ", fecha=DAY,
+                                                                 auditor="ana"))
+    from sync.state import queue
+    owner = schema.new_owner()
+    run_id = runs.start_run(engine, target=s.target, kind="audit", days=[("MATRIZ", DAY)],
+                            username="ana", reason=None, lease=1.0, owner=owner,
+                            local="MATRIZ", fecha=DAY, request_json=queue.dump([("MATRIZ", DAY)]))
+    # Its process is gone (no heartbeat): the page keeps showing it as going...
+    assert background.result_of(engine, s, run_id) is None
+    assert wait_until(lambda: False, 1.3) is False
+    # ...and the next worker finishes it, in the same row.
+    run_worker_once(engine, s)
+    result = background.result_of(engine, s, run_id)
+    assert result["msg"] == HEAD.format("MATRIZ") + "\n✅ 2 factura(s) enviada(s) a Oppen exitosamente"
 
 
 def test_answers_rebuilt_from_rows():
@@ -235,3 +256,14 @@ def test_answers_rebuilt_from_rows():
     result = background.response_from_row(row, lease_seconds=30)
     assert result["msg"] == HEAD.format("SUCURSAL") + "\nℹ️ No había facturas para sincronizar con Oppen"
     assert background.message_level(result) == "info"
+    # Oppen did not answer: the auditor's one plain sentence.
+    row = {"kind": "audit", "local": "MATRIZ", "fecha": DAY, "state": "done", "mensaje": "",
+           "result_json": '{"total": 5, "exitosas": 2, "fallidas": 3, "errores": [], '
+                          '"success": false, "oppen_no_responde": true}'}
+    result = background.response_from_row(row)
+    assert result["msg"] == (HEAD.format("MATRIZ") + "\n⚠️ 3 de 5 factura(s) quedaron "
+                             "pendientes. Oppen no responde; se reintenta automáticamente y "
+                             "el administrador fue avisado.")
+    assert background.message_level(result) == "warning"
+    for state in ("queued", "running"):
+        assert background.response_from_row({"state": state, "kind": "audit"}) is None

@@ -117,8 +117,9 @@ def test_bad_input_gets_one_spanish_line(cli, env, engine, args, code, text):
     (["audit"], "Error: faltan argumentos: local, fecha. Ayuda: python -m sync audit --help"),
     (["audit", "MATRIZ"], "Error: faltan argumentos: fecha. Ayuda: python -m sync audit --help"),
     (["frobnicate"], "Error: argumento COMANDO: opción inválida: 'frobnicate' (opciones: "
-                     "'init-db', 'audit', 'preview', 'resend', 'status', 'reconcile', 'sandbox', "
-                     "'new-sernr', 'hash-password', 'bench'). Ayuda: python -m sync --help"),
+                     "'init-db', 'audit', 'preview', 'resend', 'status', 'reconcile', 'worker', "
+                     "'sandbox', 'new-sernr', 'hash-password', 'bench'). Ayuda: python -m sync "
+                     "--help"),
     (["--foo", "status"], "Error: argumentos no reconocidos: --foo. Ayuda: python -m sync --help"),
     (["audit", "MATRIZ", D, "extra"],
      "Error: argumentos no reconocidos: extra. Ayuda: python -m sync audit --help"),
