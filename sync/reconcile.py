@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from .errors import NotFound, OppenError, SyncError
 from .mapping import (Excluded, Mapped, MappingProfile, is_annulled, is_same_invoice,
-                      local_key, parse_day, payload_total)
+                      local_key, parse_day, payload_total, voucher_identity)
 from .oppen.client import OppenClient
 from .settings import AR_TZ, Settings, User, local_today
 from .state import binder, schema
@@ -264,11 +264,17 @@ def compare_local(local: str, days: Mapping[dt.date, Sequence[Ours]],
 
     Each row is matched by OfficialSerNr plus voucher identity (`is_same_invoice`) among
     the local's live records, whatever their day (a record under another date is then a
-    difference, not an extra); of several candidates the one with fewest differences is
-    taken, so an A and a B sharing a number match their own. A row whose only record is
-    annulled is `anuladas`; one with none, `faltan`. Live records nobody matched are
-    `sobran` on their own day, when that day is one of `days`. Records of a type the
-    profile does not send (CC in the real profile) are not ours to reconcile.
+    difference, not an extra). A row we recorded under a SerNr owns the record with that
+    SerNr; the others take, of their candidates, the one with fewest differences, so an
+    A and a B sharing a number match their own. A row whose only record is annulled is
+    `anuladas`; one with none, `faltan`. Live records nobody matched are `sobran` on
+    their own day, when that day is one of `days`. Records of a type the profile does
+    not send (CC in the real profile) are not ours to reconcile.
+
+    A correction is proposed only for a failed or pending row whose invoice Oppen holds
+    identical and once, and that no other row of ours claims: two rows of the sales
+    system with one number and voucher are its duplicate, and which of them Oppen holds
+    cannot be known.
     """
     kept = [r for r in records
             if (tipo := type_of(r, profile)) is None or tipo in profile.send_types]
@@ -277,56 +283,71 @@ def compare_local(local: str, days: Mapping[dt.date, Sequence[Ours]],
     by_number: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(live):
         by_number[str(record.get("OfficialSerNr"))].append(i)
-    taken: set[int] = set()
+
     results: list[DayResult] = []
+    rows: list[tuple[DayResult, Ours]] = []
     for fecha in sorted(days):
-        rows = days[fecha]
-        result = DayResult(local, fecha, facturas=len(rows),
-                           monto=sum((r.monto for r in rows if r.monto is not None),
+        its_rows = days[fecha]
+        result = DayResult(local, fecha, facturas=len(its_rows),
+                           monto=sum((r.monto for r in its_rows if r.monto is not None),
                                      Decimal("0.00")))
-        for ours in rows:
-            if ours.payload is None:
-                result.faltan.append(_faltante(ours))
-                continue
-            number = str(ours.payload.get("OfficialSerNr"))
-            candidates = [i for i in by_number.get(number, ())
-                          if i not in taken and is_same_invoice(ours.payload, live[i])]
-            if candidates:
-                best = min(candidates, key=lambda i: len(_differences(ours, live[i])))
-                taken.add(best)
-                record = live[best]
-                diffs = _differences(ours, record)
-                if diffs:
-                    result.difieren.append({
-                        "factura": ours.reference, "factura_id": ours.factura_id,
-                        "sernr": _sernr(record), "campos": [f for f, _ in diffs],
-                        "detalle": "; ".join(d for _, d in diffs)})
-                elif ours.state in CORRECTABLE and len(candidates) == 1 \
-                        and _sernr(record) is not None:
-                    # Provably held, identical and once: the safe direction.
-                    result.to_correct.append((ours, record))
-                continue
-            gone = [r for r in annulled if is_same_invoice(ours.payload, {**r, "Invalid": 0})]
-            if gone:
-                result.anuladas.append({"factura": ours.reference, "factura_id": ours.factura_id,
-                                        "sernr": _sernr(gone[0]), "monto": ours.monto,
-                                        "estado": ours.state or PENDING})
-            else:
-                result.faltan.append(_faltante(ours))
         results.append(result)
+        rows += [(result, ours) for ours in its_rows]
+    held = {n: [i for i in by_number.get(str(ours.payload.get("OfficialSerNr")), ())
+                if is_same_invoice(ours.payload, live[i])]
+            for n, (_, ours) in enumerate(rows) if ours.payload is not None}
+    identities = Counter((str(ours.payload.get("OfficialSerNr")), voucher_identity(ours.payload))
+                         for _, ours in rows if ours.payload is not None)
+    matched: dict[int, int] = {}      # row number -> live record index
+    taken: set[int] = set()
+    for n, (_, ours) in enumerate(rows):       # recorded under a SerNr: that record
+        for i in held.get(n, ()):
+            if ours.sernr is not None and i not in taken and _sernr(live[i]) == ours.sernr:
+                matched[n] = i
+                taken.add(i)
+                break
+    for n, (_, ours) in enumerate(rows):       # the rest: the closest one left
+        free = [i for i in held.get(n, ()) if i not in taken]
+        if n not in matched and free:
+            matched[n] = min(free, key=lambda i: len(_differences(ours, live[i])))
+            taken.add(matched[n])
+
+    for n, (result, ours) in enumerate(rows):
+        if ours.payload is None:
+            result.faltan.append(_faltante(ours))
+        elif n in matched:
+            record = live[matched[n]]
+            diffs = _differences(ours, record)
+            identity = (str(ours.payload.get("OfficialSerNr")), voucher_identity(ours.payload))
+            if diffs:
+                result.difieren.append({
+                    "factura": ours.reference, "factura_id": ours.factura_id,
+                    "sernr": _sernr(record), "campos": [f for f, _ in diffs],
+                    "detalle": "; ".join(d for _, d in diffs)})
+            elif (ours.state in CORRECTABLE and len(held[n]) == 1
+                  and identities[identity] == 1 and _sernr(record) is not None):
+                # Provably held, identical and once, and no other row of ours is it.
+                result.to_correct.append((ours, record))
+        elif gone := [r for r in annulled
+                      if is_same_invoice(ours.payload, {**r, "Invalid": 0})]:
+            result.anuladas.append({"factura": ours.reference, "factura_id": ours.factura_id,
+                                    "sernr": _sernr(gone[0]), "monto": ours.monto,
+                                    "estado": ours.state or PENDING})
+        else:
+            result.faltan.append(_faltante(ours))
+
     by_day = {r.fecha: r for r in results}
     for i, record in enumerate(live):
-        day = parse_day(record.get("TransDate"))
-        result = by_day.get(day)
+        result = by_day.get(parse_day(record.get("TransDate")))
         if result is None:
             continue
         total = record_total(record)
         result.oppen_facturas += 1
         result.oppen_total += total if total is not None else Decimal("0.00")
         if i not in taken:
-            tipo = type_of(record, profile)
             result.sobran.append({"factura": str(record.get("OfficialSerNr")),
-                                  "sernr": _sernr(record), "total": total, "tipo": tipo})
+                                  "sernr": _sernr(record), "total": total,
+                                  "tipo": type_of(record, profile)})
     return results
 
 

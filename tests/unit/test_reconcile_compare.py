@@ -211,3 +211,19 @@ def test_spans_and_pesos():
     assert spans([]) == []
     assert pesos(Decimal("15000.5")) == "$ 15.000,50" and pesos(None) == ""
     assert pesos(Decimal("-0.01")) == "-$ 0,01" and pesos("0") == "$ 0,00"
+
+
+def test_a_row_the_sales_system_holds_twice_is_never_corrected_onto_the_other():
+    """PALERMO's case: one number twice in the sales system; we sent the second row
+    (its SerNr is recorded), the first failed as a duplicate; Oppen holds one."""
+    first = Ours("A 0005-00000001", payload(1), Decimal("15000.00"), "failed", None, 6, 6)
+    second = Ours("A 0005-00000001", payload(1), Decimal("15000.00"), "sent", 777, 7, 8)
+    result = compare([first, second], [record(1, sernr=777)])[DAY]
+    # The record is the sent row's (its SerNr); the failed row is the one missing.
+    assert result.to_correct == []
+    assert [(f["factura_id"], f["estado"]) for f in result.faltan] == [(6, "failed")]
+    # Neither recorded: one of them is held, and which one cannot be known: no correction.
+    both = [Ours("A 0005-00000001", payload(1), Decimal("15000.00"), "failed", None, n, n)
+            for n in (6, 8)]
+    result = compare(both, [record(1, sernr=777)])[DAY]
+    assert result.to_correct == [] and len(result.faltan) == 1
