@@ -1,5 +1,6 @@
-"""Monitoreo (admin): how the sync is going per day, which errors happen, the history
-of runs, and a connectivity check against the configured Oppen target."""
+"""Monitoreo (admin): the automatic sending (workers, queue, next retry, why each invoice
+waits, open alerts), how the sync is going per day, which errors happen, the history of
+runs, and a connectivity check against the configured Oppen target."""
 
 import datetime as dt
 
@@ -7,8 +8,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from sync import background
-from sync.state import read_models
+from sync import alerts, background
+from sync.state import alerts as alert_rows
+from sync.state import queue, read_models, workers
 from ui import errors, formats, session, tables
 
 SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
@@ -17,6 +19,96 @@ COLORS = ("#16a34a", "#dc2626", "#a855f7", "#f59e0b")
 PERIODS = {"Últimos 7 días": 7, "Últimos 30 días": 30, "Últimos 90 días": 90}
 
 settings, user, engine = session.open_page("admin", "Monitoreo")
+
+
+def worker_section(engine, settings, user) -> None:
+    """The automatic sending (sync/worker.py): is Oppen answering, the open alerts, the
+    workers and their heartbeat, the queue (an admin can cancel), when the next automatic
+    retry is due, and why each invoice waits."""
+    st.subheader("Envío automático")
+    health = workers.health(engine, settings.target)
+    if health["down_since"] is not None:
+        probe = health["next_probe_at"]
+        st.error(f"🔴 Oppen no responde desde {formats.fmt_datetime(health['down_since'])}: "
+                 f"{formats.md(health['down_error'] or 'sin detalle')}. "
+                 + (f"Próxima prueba de conexión: {formats.fmt_datetime(probe)}. " if probe
+                    else "")
+                 + (f"{alerts.TEST_INSTANCE_HINT} " if settings.oppen_env == "test" else "")
+                 + "Las facturas pendientes salen solas cuando vuelva.")
+    for alert in alert_rows.active(engine, settings.target):
+        st.warning(f"**{alerts.KIND_LABELS.get(alert['kind'], alert['kind'])}** · desde "
+                   f"{formats.fmt_datetime(alert['opened_at'])}  \n{formats.md(alert['text'])}")
+    listing = workers.listing(engine, settings.target, workers.alive_within(settings))
+    alive = [w for w in listing if w["alive"]]
+    runs_now = queue.queued_or_running(engine, settings.target)
+    next_due = queue.next_due(engine, settings.target)
+    waiting = queue.waiting(engine, settings.target)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Workers activos", len(alive))
+    m2.metric("En cola", sum(1 for r in runs_now if r["state"] == "queued"))
+    m3.metric("Facturas en espera", len(waiting))
+    m4.metric("Próximo reintento", formats.fmt_datetime(next_due) or "—")
+    if not alive:
+        st.warning("No hay ningún worker activo: lo pedido queda en cola. La consola inicia "
+                   "uno propio en unos segundos; en un servidor, revisá el servicio "
+                   "oppen-sync-worker (systemctl status oppen-sync-worker).")
+    if listing:
+        st.markdown("**Workers**")
+        st.dataframe(tables.frame(
+            [{"id": w["id"], "host": w["host"], "pid": w["pid"],
+              "tipo": "de la consola" if w["embedded"] else "servicio",
+              "estado": (workers.WORKER_STATE_LABELS.get(w["state"], w["state"]) if w["alive"]
+                         or w["state"] not in ("running", "stopping") else "sin señal"),
+              "latido": tables.local_dt(w["heartbeat_at"]), "corrida": w["run_id"],
+              "hechas": w["runs_done"]} for w in listing[:20]],
+            {"id": "Worker", "host": "Equipo", "pid": "PID", "tipo": "Tipo", "estado": "Estado",
+             "latido": "Último latido", "corrida": "Corrida actual", "hechas": "Corridas"}),
+            hide_index=True, width="stretch", key="monitoreo_workers",
+            column_config={"Último latido": tables.datetime_column("Último latido"),
+                           **tables.count_columns("PID", "Corrida actual", "Corridas")})
+    if runs_now:
+        st.markdown("**Cola**")
+        st.dataframe(tables.frame(
+            [{"id": r["id"], "tipo": read_models.RUN_KIND_LABELS.get(r["kind"], r["kind"]),
+              "local": r["local"] or "varios", "fecha": r["fecha"],
+              "usuario": r["username"] or "automático",
+              "estado": read_models.RUN_STATE_LABELS.get(r["state"], r["state"]),
+              "avance": f"{r['processed']} de {r['total']}" if r["total"] else "",
+              "desde": tables.local_dt(r["queued_at"] or r["started_at"]),
+              "cancelar": (f"pedida por {r['cancel_requested_by']}"
+                           if r["cancel_requested_by"] else "")} for r in runs_now],
+            {"id": "N.º", "tipo": "Tipo", "local": "Local", "fecha": "Día", "usuario": "Pedida por",
+             "estado": "Estado", "avance": "Avance", "desde": "En cola desde",
+             "cancelar": "Cancelación"}),
+            hide_index=True, width="stretch", key="monitoreo_cola",
+            column_config={"Día": tables.date_column("Día"),
+                           "En cola desde": tables.datetime_column("En cola desde"),
+                           **tables.count_columns("N.º")})
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        chosen = c1.selectbox(
+            "Cancelar una sincronización (lo que no se envió queda pendiente con el motivo)",
+            [r["id"] for r in runs_now], index=None, placeholder="Elegí el número",
+            key="monitoreo_cancelar_id")
+        if c2.button("Cancelar", disabled=chosen is None, key="monitoreo_cancelar"):
+            text = errors.action(lambda: background.cancel_run(engine, settings, user=user,
+                                                                run_id=chosen))
+            if text is not None:
+                st.success(text)
+    if waiting:
+        st.markdown("**Facturas en espera** (salen solas, salvo las que requieren atención)")
+        st.dataframe(tables.frame(
+            [{"referencia": w["reference"], "local": w["local"], "fecha": w["fecha"],
+              "estado": formats.STATE_LABELS.get(w["state"], w["state"]),
+              "reintentos": w["retry_count"] or 0,
+              "proximo": tables.local_dt(w["next_attempt_at"]),
+              "por_que": background.why_waiting(w, health, settings)} for w in waiting],
+            {"referencia": "Factura", "local": "Local", "fecha": "Día", "estado": "Estado",
+             "reintentos": "Reintentos automáticos", "proximo": "Próximo reintento",
+             "por_que": "Por qué espera"}),
+            hide_index=True, width="stretch", key="monitoreo_espera",
+            column_config={"Día": tables.date_column("Día"),
+                           "Próximo reintento": tables.datetime_column("Próximo reintento"),
+                           **tables.count_columns("Reintentos automáticos")})
 
 with errors.guarded():
     with st.container(border=True):
@@ -27,6 +119,8 @@ with errors.guarded():
             if timing is not None:
                 st.success(f"Conexión correcta con Oppen ({settings.env_label}): autenticación "
                            f"{timing['auth_ms']:.0f} ms, consulta {timing['query_ms']:.0f} ms.")
+
+    worker_section(engine, settings, user)
 
     period = st.selectbox("Período (día de las facturas)", list(PERIODS), index=1,
                           key="monitoreo_periodo")

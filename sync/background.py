@@ -220,6 +220,36 @@ def message_level(response: Mapping) -> str:
     return "success" if not summary.get("fallidas") else "warning"
 
 
+# --- why an invoice waits ---------------------------------------------------------------------
+
+def why_waiting(row: Mapping, health: Mapping, settings: Settings) -> str:
+    """One sentence saying why an invoice has not reached Oppen and what happens next: who
+    acts, and when (a row of `queue.waiting`, the target's `workers.health`)."""
+    now = health["now"]
+    if row.get("attention_at") is not None:
+        return (f"Requiere atención: pasaron {alerts.duration(settings.retry_horizon)} sin "
+                "llegar a Oppen y ya no se reintenta sola; reenviala desde Facturas fallidas")
+    if row["state"] == schema.SENDING:
+        if row.get("claim_until") and row["claim_until"] >= now:
+            return "Se está enviando ahora"
+        return "La sincronización que la enviaba dejó de responder; un worker la retoma solo"
+    due = row.get("next_attempt_at")
+    last = f" Último error: {row['last_error']}" if row.get("last_error") else ""
+    if health.get("down_since") is not None:
+        probe = health.get("next_probe_at")
+        return (f"Oppen no responde desde {read_models.fmt_datetime(health['down_since'])}; se "
+                "envía sola cuando vuelva" + (f" (próxima prueba de conexión "
+                                             f"{read_models.fmt_datetime(probe)})" if probe else "")
+                + "." + last)
+    if due is not None and due <= now:
+        return "Reintento automático ahora (espera su turno en la cola)." + last
+    if due is not None:
+        step = (row.get("retry_count") or 0) + 1
+        return (f"Reintento automático {read_models.fmt_datetime(due)} (paso {step} de la "
+                "espera entre intentos)." + last)
+    return f"Necesita una persona.{last}"
+
+
 # --- the embedded worker -------------------------------------------------------------------
 
 _lock = threading.Lock()

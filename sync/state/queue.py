@@ -253,3 +253,17 @@ def queued_or_running(engine: Engine, target: str) -> list[Mapping]:
         return [dict(x._mapping) for x in conn.execute(
             sa.select(r).where(r.c.target == target, r.c.state.in_((QUEUED, RUNNING)))
             .order_by(r.c.id))]
+
+
+def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
+    """Invoices that have not reached Oppen and are expected to on their own, or ran out
+    of automatic tries ("requieren atención"): oldest due first. For the console."""
+    t = oppen_invoices
+    query = (sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.state,
+                       t.c.attempts, t.c.retry_count, t.c.next_attempt_at, t.c.first_attempt_at,
+                       t.c.attention_at, t.c.last_error, t.c.claim_until, t.c.needs_lookup)
+             .where(t.c.target == target, t.c.state.in_(WAITING_STATES),
+                    sa.or_(t.c.next_attempt_at.is_not(None), t.c.attention_at.is_not(None)))
+             .order_by(t.c.attention_at.is_(None), t.c.next_attempt_at, t.c.id).limit(limit))
+    with schema.reading(engine) as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

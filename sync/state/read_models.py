@@ -29,6 +29,9 @@ RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vincula
                    "reconcile": "Conciliación"}
 RUN_STATE_LABELS = {schema.RUNNING: "en curso", schema.DONE: "terminada",
                     schema.INTERRUPTED: "interrumpida", schema.ERROR: "con error"}
+# The worker's own runs and the queue's states (sync/worker.py).
+RUN_KIND_LABELS.update({"retry": "Reintento automático", "pickup": "Auditado en ventas"})
+RUN_STATE_LABELS.update({schema.QUEUED: "en cola", schema.CANCELLED: "cancelada"})
 # What "failed" means on the failed-invoices screen (plus pending with an error).
 PROBLEM_STATES = (FAILED, INVALID, CONFLICT)
 MAX_ROWS = 5000
