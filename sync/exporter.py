@@ -37,7 +37,7 @@ from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError,
                      OppenRejected, OppenTransportError)
 from .mapping import (Excluded, Mapped, differences, is_annulled, is_same_invoice, payload_total,
                       pick_ours, voucher_identity)
-from .oppen.client import OppenClient
+from .oppen.client import OppenClient, json_body
 from .oppen.retry import Breaker, Policy, backoff_delay, is_retryable
 from .settings import Settings, local_today
 from .state import binder, queue, runs, schema
@@ -592,8 +592,10 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     transport error (`is_retryable`) is tried again with backoff, looking the invoice
     up first whenever the failed POST may have reached Oppen.
     """
+    # Encoded once: the text is what we keep, the bytes what every attempt sends.
+    request_body, body = json_body(parcel.payload)
     out = Outcome(parcel.reg.state_id, parcel.reg.reference, FAILED, parcel.needs_lookup,
-                  request_body=json.dumps(parcel.payload, ensure_ascii=False))
+                  request_body=request_body)
     # True once any attempt of ours may have reached Oppen: a later "duplicate" may
     # then be our own invoice, and must be checked rather than reported.
     ambiguous = parcel.needs_lookup
@@ -611,7 +613,7 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
                 # Another run has this day now (or this one cannot prove it still does).
                 out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
                 return out
-            if _post(client, parcel, out):
+            if _post(client, parcel, out, body):
                 breaker.success()
                 return out
             # A 2xx that does not prove our invoice is stored: ask Oppen what it holds.
@@ -687,15 +689,16 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     return out
 
 
-def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
-    """POST the invoice. True when Oppen's answer proves it stored our invoice (then it
-    is recorded as sent); False when a 2xx carried no proof. Raises the OppenError."""
+def _post(client: OppenClient, parcel: Parcel, out: Outcome, body: bytes | None = None) -> bool:
+    """POST the invoice (`body`: its payload already encoded). True when Oppen's answer
+    proves it stored our invoice (then it is recorded as sent); False when a 2xx carried
+    no proof. Raises the OppenError."""
     started = time.monotonic()
     logger.info("📤 Enviando factura %s ($%s)...", parcel.reg.reference,
                 parcel.reg.factura.get("monto"))
     out.posts += 1
     try:
-        status, record = client.post_invoice(parcel.payload)
+        status, record = client.post_invoice(parcel.payload, body=body)
     except OppenError as exc:
         out.attempts.append(Attempt("post", _post_outcome(exc), schema.utcnow(), _ms(started),
                                     exc.status, exc.message, exc.body,
@@ -710,13 +713,13 @@ def _post(client: OppenClient, parcel: Parcel, out: Outcome) -> bool:
         logger.warning("⚠️ %s: Oppen respondió HTTP %s pero %s; se verifica en Oppen",
                        parcel.reg.reference, status, problem)
         return False
+    out.response_body = _body(record)
     out.attempts.append(Attempt("post", "sent", schema.utcnow(), _ms(started), status, None,
-                                _body(record)))
+                                out.response_body))
     out.state, out.needs_lookup, out.error, out.http_status = SENT, False, None, None
     out.error_kind = None
     out.sernr = _sernr(record) or parcel.payload.get("SerNr")
     out.total_oppen = _total(record)
-    out.response_body = _body(record)
     if out.sernr is None:
         # Stored, but Oppen did not say under which SerNr: ask for it once.
         try:

@@ -1,11 +1,14 @@
 """The only code that speaks HTTP to Oppen.
 
-One `OppenClient` per thread (a `requests.Session` is not documented as thread-safe);
-clients made with `clone()` share one `TokenCache`, so a token is fetched once and
-refreshed once when it expires, not once per worker. Each call is a single exchange:
-the caller decides about retries (`retry.py`).
+One `OppenClient` per thread, each with its own keep-alive connections (a urllib3 pool:
+through `requests` a call cost three times the CPU, which on the hot path was half a
+run's); clients made with `clone()` share one `TokenCache`, so a token is fetched once
+and refreshed once when it expires, not once per worker. Each call is a single
+exchange, bounded as a whole by `deadline.urlopen_within`; TLS certificates are always
+verified; a redirect is an answer, never followed. The caller decides about retries
+(`retry.py`).
 
-No `requests` exception leaves this module: `_translate` turns them into the
+No HTTP library's exception leaves this module: `_translate` turns them into the
 `OppenError` family, and `error_for_response` is the one place that maps an HTTP
 answer to an error class. Messages are built from status codes and bodies only, so a
 password or token can never end up in them.
@@ -13,17 +16,20 @@ password or token can never end up in them.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
 
-from ..deadline import request_within
+from ..deadline import urlopen_within
 from ..errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 
@@ -93,7 +99,38 @@ def redact(text: str | None, secrets: tuple[str | None, ...]) -> str | None:
     return text
 
 
-def answer_text(resp: requests.Response) -> str:
+class Answer:
+    """One HTTP answer of Oppen, read whole within the deadline (what this module reads of
+    it, named as `requests.Response` names it)."""
+
+    __slots__ = ("status_code", "reason", "headers", "content")
+
+    def __init__(self, status_code: int, reason: str | None, headers: Mapping[str, str],
+                 content: bytes) -> None:
+        self.status_code, self.reason = status_code, reason or ""
+        self.headers, self.content = headers, content     # headers: case-insensitive
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(_charset(self.headers.get("Content-Type", "")), "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.content)
+
+
+def _charset(content_type: str) -> str:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value:
+            try:
+                return codecs.lookup(value.strip('"')).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def answer_text(resp: Answer) -> str:
     """What Oppen said, in its own words: the error field of a JSON body, or the text."""
     content_type = resp.headers.get("Content-Type", "")
     if "html" in content_type or resp.text.lstrip().lower().startswith(("<!doctype", "<html")):
@@ -109,7 +146,7 @@ def answer_text(resp: requests.Response) -> str:
     return _short(json.dumps(body, ensure_ascii=False))
 
 
-def error_for_response(resp: requests.Response, secrets: tuple[str | None, ...] = ()
+def error_for_response(resp: Answer, secrets: tuple[str | None, ...] = ()
                        ) -> OppenError:
     """The one place where an HTTP answer becomes an error class."""
     status = resp.status_code
@@ -135,25 +172,76 @@ def error_for_response(resp: requests.Response, secrets: tuple[str | None, ...] 
     return OppenRejected(message, status=status, body=body)
 
 
-def _translate(exc: requests.RequestException) -> OppenTransportError:
-    """A requests exception as the seed words it ("Error de conexión: Connection timeout")."""
+# What a failed exchange raises before `_translate` words it.
+TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+def _translate(exc: Exception) -> OppenTransportError:
+    """A transport exception as the seed words it ("Error de conexión: Connection timeout")."""
+    E = urllib3.exceptions
     # A refused or timed-out *connect* never reached Oppen; anything after that may have.
-    if isinstance(exc, requests.ConnectTimeout):
-        return OppenTransportError("Error de conexión: Connection timeout", maybe_applied=False)
-    if isinstance(exc, requests.Timeout):
-        return OppenTransportError("Error de conexión: Connection timeout")
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, E.SSLError):
         # The handshake failed: nothing was sent, and nothing should be until fixed.
         return OppenTransportError("Error de conexión: el certificado TLS de Oppen no es válido",
                                    maybe_applied=False)
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, E.NewConnectionError):   # before ConnectTimeoutError: a subclass
         detail = str(exc)
         if any(s in detail for s in ("Connection refused", "Name or service not known",
                                      "nodename nor servname", "Failed to resolve")):
             return OppenTransportError("Error de conexión: Connection refused",
                                        maybe_applied=False)
         return OppenTransportError("Error de conexión: Connection dropped")
+    if isinstance(exc, E.ConnectTimeoutError):
+        return OppenTransportError("Error de conexión: Connection timeout", maybe_applied=False)
+    if isinstance(exc, (E.TimeoutError, TimeoutError)):
+        return OppenTransportError("Error de conexión: Connection timeout")
+    if isinstance(exc, (E.ProtocolError, OSError)):
+        return OppenTransportError("Error de conexión: Connection dropped")
+    if isinstance(exc, ValueError):     # LocationValueError too: a malformed URL
+        return OppenTransportError("Error de conexión: la URL de Oppen no es válida",
+                                   maybe_applied=False)
     return OppenTransportError(f"Error de conexión: {type(exc).__name__}")
+
+
+class Connections:
+    """One client's keep-alive connections to Oppen's host: a urllib3 pool made on first
+    use (so a malformed URL is an OppenError of the call, like any other), TLS always
+    verified against certifi's authorities (as `requests` did), through the environment's
+    HTTPS proxy when one applies to the host. Never shared between threads' clients."""
+
+    verify = True   # never switched off: plain http is refused by the settings off loopback
+
+    def __init__(self, base_url: str, pool_size: int) -> None:
+        self.base_url, self.pool_size = base_url, pool_size
+        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._proxy: urllib3.ProxyManager | None = None
+
+    def pool(self) -> urllib3.HTTPConnectionPool:
+        if self._pool is None:
+            self._pool = self._open()
+        return self._pool
+
+    def _open(self) -> urllib3.HTTPConnectionPool:
+        parts = urlsplit(self.base_url)
+        host, port = parts.hostname, parts.port     # ValueError: a malformed URL
+        if parts.scheme not in ("http", "https") or not host:
+            raise urllib3.exceptions.LocationValueError(self.base_url[:80])
+        options: dict[str, Any] = dict(maxsize=self.pool_size, block=False, retries=False)
+        if parts.scheme == "http":
+            return urllib3.HTTPConnectionPool(host, port, **options)
+        options.update(cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+        proxy = urllib.request.getproxies_environment().get("https")
+        if proxy and not urllib.request.proxy_bypass_environment(parts.netloc):
+            self._proxy = urllib3.ProxyManager(proxy, num_pools=1, **options)
+            return self._proxy.connection_from_host(host, port, scheme="https")
+        return urllib3.HTTPSConnectionPool(host, port, **options)
+
+    def close(self) -> None:
+        pool, proxy, self._pool, self._proxy = self._pool, self._proxy, None, None
+        if proxy is not None:
+            proxy.clear()
+        elif pool is not None:
+            pool.close()
 
 
 class OppenClient:
@@ -169,20 +257,17 @@ class OppenClient:
         self.timeout = timeout
         self.tokens = tokens or TokenCache()
         self._pool_size = pool_size
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         # TLS certificates are always verified; plain http is refused by the
         # configuration for anything but loopback.
-        self.session.verify = True
-        self.session.headers.update({"Accept": "application/json"})
+        self.session = Connections(self.base_url, pool_size)
+        self._prefix = f"{_path_of(self.base_url)}/genericapi/{api}/"
 
     def __repr__(self) -> str:
         return f"OppenClient({self.base_url!r}, api={self.api!r})"
 
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/genericapi/{self.api}/{path}"
+    def target(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        """The request target on Oppen's host: the API's path, then the query."""
+        return self._prefix + path + ("?" + urlencode(params, doseq=True) if params else "")
 
     def clone(self) -> "OppenClient":
         """A client for another thread: own Session, shared token."""
@@ -204,12 +289,11 @@ class OppenClient:
     def authenticate(self) -> str:
         """Log in and cache the token. Raises OppenAuthError or OppenTransportError."""
         try:
-            resp = self._exchange("POST", self.url("authenticate"),
-                                  json={"username": self._username, "password": self._password})
-        except requests.RequestException as exc:
-            err = _translate(exc)
+            resp = self._exchange("POST", "authenticate", body=_json_bytes(
+                {"username": self._username, "password": self._password}))
+        except OppenTransportError as err:
             logger.error("❌ %s", err.message)
-            raise err from None
+            raise
         if resp.status_code != 200:
             err = error_for_response(resp, self._secrets())
             if not isinstance(err, OppenTransportError):
@@ -233,12 +317,22 @@ class OppenClient:
         logger.info("✅ Autenticación exitosa en Oppen")
         return token
 
-    def _exchange(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _exchange(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                  body: bytes | None = None, token: str | None = None) -> Answer:
         """One request whose whole exchange (connect, send, the complete answer) ends
-        within `timeout`: requests' own timeout bounds each read, so an Oppen that
+        within `timeout`: a socket timeout bounds each read only, so an Oppen that
         trickles its answer a byte at a time could otherwise hold a run for minutes.
-        Raises requests' exceptions (the callers translate them)."""
-        return request_within(self.session, method, url, self.timeout, **kwargs)
+        Raises OppenTransportError when no answer came."""
+        headers = _JSON_HEADERS if body is not None else _HEADERS
+        if token is not None:
+            headers = {**headers, "Authorization": f"Bearer {token}"}
+        try:
+            resp, content = urlopen_within(self.session.pool(), method,
+                                           self.target(path, params), self.timeout,
+                                           body=body, headers=headers)
+        except TRANSPORT_ERRORS as exc:
+            raise _translate(exc) from None
+        return Answer(resp.status, resp.reason, resp.headers, content)
 
     def _secrets(self) -> tuple[str | None, ...]:
         return (self._password, self.tokens.current())
@@ -250,15 +344,15 @@ class OppenClient:
         with self.tokens.refresh_lock:
             return self.tokens.get() or self.authenticate()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authenticated exchange; on 401 log in again once and repeat it once."""
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+              json: Any = None, body: bytes | None = None) -> Answer:
+        """One authenticated exchange; on 401 log in again once and repeat it once.
+        `json` is encoded here once, not once per try (or comes encoded, as `body`)."""
+        if json is not None:
+            body = _json_bytes(json)
         for attempt in (1, 2):
             token = self._token()
-            try:
-                resp = self._exchange(method, self.url(path),
-                                      headers={"Authorization": f"Bearer {token}"}, **kwargs)
-            except requests.RequestException as exc:
-                raise _translate(exc) from None
+            resp = self._exchange(method, path, params=params, body=body, token=token)
             if resp.status_code == 401 and attempt == 1:
                 self.tokens.drop(token)
                 continue
@@ -271,12 +365,13 @@ class OppenClient:
         """POST one invoice; returns the record Oppen answered with (see `post_invoice`)."""
         return self.post_invoice(payload)[1]
 
-    def post_invoice(self, payload: Mapping) -> tuple[int, dict]:
+    def post_invoice(self, payload: Mapping, *, body: bytes | None = None) -> tuple[int, dict]:
         """POST one invoice; returns Oppen's status and the record its 2xx carried.
+        `body`: the payload already encoded (`json_body`), when the caller has it.
 
         The record is evidence, not proof: it may be empty or another invoice's, and
         the caller checks it is ours before believing the invoice is stored."""
-        resp = self._call("POST", "Invoice", json=payload)
+        resp = self._call("POST", "Invoice", body=_json_bytes(payload) if body is None else body)
         if resp.status_code not in (200, 201):
             raise error_for_response(resp, self._secrets())
         record = self._record(resp)
@@ -289,7 +384,7 @@ class OppenClient:
         return resp.status_code, record
 
     @staticmethod
-    def _record(resp: requests.Response) -> dict | None:
+    def _record(resp: Answer) -> dict | None:
         try:
             body = resp.json()
         except ValueError:
@@ -410,3 +505,25 @@ class OppenClient:
         started = time.monotonic()
         next(self.list_invoices({}, page_size=1), None)
         return {"auth_ms": round(auth_ms, 1), "query_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+_JSON_HEADERS = {**_HEADERS, "Content-Type": "application/json"}
+
+
+def json_body(payload: Any) -> tuple[str, bytes]:
+    """A payload as the text we keep (non-ASCII as it is) and the bytes we send (ASCII,
+    as `requests` sent them), encoded once: the two are one when the text is ASCII."""
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    return text, (text.encode() if text.isascii() else _json_bytes(payload))
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, allow_nan=False).encode()
+
+
+def _path_of(base_url: str) -> str:
+    try:
+        return urlsplit(base_url).path.rstrip("/")
+    except ValueError:      # a malformed URL fails on the first call, as an OppenError
+        return ""
