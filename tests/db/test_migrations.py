@@ -442,6 +442,64 @@ def test_0002_downgrades_and_upgrades_again(db_url, engines):
     assert snapshot(engine) == upgraded
 
 
+WORKER_INVOICE_COLUMNS = ("next_attempt_at", "retry_count", "first_attempt_at", "attention_at")
+WORKER_RUN_COLUMNS = ("request_json", "queued_at", "worker_id", "cancel_requested_at",
+                      "cancel_requested_by")
+
+
+def test_0004_keeps_every_row_records_the_day_and_downgrades(db_url, engines):
+    """0004 adds the worker's columns, empty on every upgraded row (no invoice starts being
+    retried on its own, no old run looks queued), and its tables; it records the day our
+    tables were created as the earliest day the rows show, in Argentina's calendar (a run
+    started at 02:00 UTC on the 5th is the 4th there), so history is never picked up."""
+    engine = engines(db_url)
+    previous_main(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(before.oppen_runs).values(
+            id=3, target="sandbox|ApiNg", kind="audit", owner=uuid.UUID(int=9).hex,
+            state="done", started_at=dt.datetime(2025, 1, 5, 2, 0, 0), total=0, processed=0,
+            exitosas=0, fallidas=0))
+    schema.init_db(engine, source_tables=True)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name, value FROM oppen_meta").all() == [
+            ("tables_created_on", "2025-01-04")]
+        for table, columns in (("oppen_invoices", WORKER_INVOICE_COLUMNS),
+                               ("oppen_runs", WORKER_RUN_COLUMNS)):
+            values = conn.exec_driver_sql(f"SELECT {', '.join(columns)} FROM {table}").all()
+            assert values and {v for row in values for v in row} == {None}
+        for table in ("oppen_workers", "oppen_target_state", "oppen_alerts"):
+            assert conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0
+    upgraded = snapshot(engine)
+    at = REVISIONS.index("0004")
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), REVISIONS[at - 1])
+    names = set(sa.inspect(engine).get_table_names())
+    assert not names & {"oppen_workers", "oppen_target_state", "oppen_alerts", "oppen_meta"}
+    assert not set(WORKER_INVOICE_COLUMNS) & {c["name"] for c in sa.inspect(engine).get_columns(
+        "oppen_invoices")}
+    strip = set(WORKER_INVOICE_COLUMNS + WORKER_RUN_COLUMNS)
+    assert snapshot(engine) == {t: [{k: v for k, v in r.items() if k not in strip} for r in rs]
+                                for t, rs in upgraded.items()}
+    assert migrate.upgrade(engine) == REVISIONS[at:]
+    assert snapshot(engine) == upgraded
+    assert autogenerate_diff(engine) == []
+
+
+def test_0004_on_a_new_database_records_today():
+    import tempfile
+
+    from sync.settings import local_today
+    with tempfile.TemporaryDirectory() as folder:
+        engine = schema.make_engine(f"sqlite:///{folder}/new.sqlite3")
+        try:
+            schema.init_db(engine, source_tables=True)
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT value FROM oppen_meta").scalar() == \
+                    local_today().isoformat()
+        finally:
+            engine.dispose()
+
+
 def test_0005_adds_the_reconciliation_table_and_downgrades(db_url, engines):
     """0005 only adds oppen_reconciliations: its values survive as written (BIGINT run
     ids, Numeric(18, 2) totals, 4-byte text), and going back one revision drops it and
