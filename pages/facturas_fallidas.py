@@ -6,8 +6,8 @@ import datetime as dt
 
 import streamlit as st
 
-from sync import background
-from sync.state import read_models
+from sync import actions, auth, background, messages
+from sync.state import read_models, run_details
 from ui import errors, formats, live, session, tables
 
 PAGE = "fallidas"
@@ -64,22 +64,36 @@ with errors.guarded():
         st.success("No hay facturas con problemas para este filtro.")
         st.stop()
 
+    # Attempts as the timeline counts them: POSTs and lookups apart.
+    counts = run_details.attempt_counts(engine, [r["id"] for r in rows])
     display = [{**r, "estado": formats.STATE_LABELS.get(r["estado"], r["estado"]),
                 "monto": tables.money(r["monto"]),
+                "envios": counts[r["id"]].get("post", 0),
+                "consultas": counts[r["id"]].get("lookup", 0),
                 "ultimo_intento": tables.local_dt(r["ultimo_intento"]),
+                "puede_estar": "Puede que sí" if r["requiere_verificacion"] else "No",
                 "auditado": "Sí" if r["auditado"] else "No"} for r in rows]
-    columns = {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto ($)",
-               "estado": "Estado", "intentos": "Intentos", "ultimo_intento": "Último intento",
-               "http_status": "HTTP", "tipo_error": "Tipo de error", "error": "Error",
-               "auditado": "Auditado"}
-    event = st.dataframe(
-        tables.frame(display, columns), hide_index=True, width="stretch",
+    columns = {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto",
+               "estado": "Estado", "envios": "Envíos", "consultas": "Consultas",
+               "ultimo_intento": "Último intento", "http_status": "HTTP",
+               "tipo_error": "Tipo de error", "error": "Error",
+               "puede_estar": "¿Ya en Oppen?"}
+    event = tables.show(
+        tables.frame(display, columns),
         key=f"fallidas_tabla_{version}", on_select="rerun", selection_mode="multi-row",
-        column_config={"Día": tables.date_column("Día"),
-                       "Monto ($)": tables.money_column("Monto ($)"),
-                       "Último intento": tables.datetime_column("Último intento"),
-                       **tables.count_columns("HTTP", "Intentos"),
-                       "Error": st.column_config.TextColumn("Error", width="large")})
+        column_config={"Día": st.column_config.DateColumn("Día", width=90),
+                       "Factura": st.column_config.TextColumn("Factura", width=130),
+                       "Local": st.column_config.TextColumn("Local", width=100),
+                       "Estado": st.column_config.TextColumn("Estado", width=80),
+                       "Monto": st.column_config.NumberColumn("Monto", width=110),
+                       "Último intento": st.column_config.DatetimeColumn("Último intento", width=130),
+                       "Tipo de error": st.column_config.TextColumn("Tipo de error", width=130),
+                       "¿Ya en Oppen?": st.column_config.TextColumn(
+                           "¿Ya en Oppen?", width=95,
+                           help="«Puede que sí»: un envío no tuvo respuesta clara; antes de "
+                                "reenviarla se la busca en Oppen, así que no se duplica."),
+                       **tables.count_columns("HTTP", "Envíos", "Consultas"),
+                       "Error": tables.text_column("Error", 330)})
     # The selection's row numbers refer to the table the person saw (the previous run's):
     # resolve them against that, by invoice id, not against rows just re-read.
     shown = st.session_state.get(f"fallidas_shown_{version}", [])
@@ -87,12 +101,25 @@ with errors.guarded():
               if i < len(shown)}
     selected = [r for r in rows if r["id"] in picked]
     st.session_state[f"fallidas_shown_{version}"] = [r["id"] for r in rows]
-    csv = tables.frame([{**r, "fecha": r["fecha"].isoformat(),
-                         "ultimo_intento": formats.fmt_datetime(r["ultimo_intento"])}
-                        for r in rows], columns).to_csv(index=False)
+    exported = [{**d, "monto": r["monto"]} for d, r in zip(display, rows)]
     st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s)")
-    st.download_button("Descargar CSV", csv, file_name=f"facturas-fallidas-{today}.csv",
+    e1, e2, _ = st.columns([1, 1, 3])
+    e1.download_button("Descargar CSV", tables.csv_bytes(exported, columns),
+                       file_name=f"facturas-fallidas-{today.isoformat()}.csv",
                        mime="text/csv", key="fallidas_csv")
+    e2.download_button("Descargar Excel", tables.xlsx_bytes(exported, columns, "Facturas fallidas"),
+                       file_name=f"facturas-fallidas-{today.isoformat()}.xlsx",
+                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                       key="fallidas_xlsx")
+    if len(selected) == 1:
+        one = selected[0]
+        run_ids = run_details.runs_of_invoice(engine, one["id"])
+        if run_ids:
+            st.markdown(f"**Corridas de {formats.md(one['referencia'])}:**")
+            links = st.columns(min(len(run_ids), 6))
+            for column, run_id in zip(links, run_ids[:6]):
+                session.page_link(column, "pages/corridas.py", f"Corrida {run_id}",
+                                  {"corrida": str(run_id)}, ":material/history:")
 
     st.subheader("Reenviar a Oppen")
     reason = st.text_input("Motivo (obligatorio)", key=f"fallidas_motivo_{version}",
@@ -100,8 +127,12 @@ with errors.guarded():
     r1, r2 = st.columns(2)
     with r1:
         st.markdown("**Las facturas seleccionadas**")
+        blocked = [r for r in selected if st.session_state.get(f"fallidas_duena_{r['id']}")]
+        if blocked:
+            st.caption("No se ofrece reenviar " + formats.md(", ".join(r["referencia"] for r in blocked))
+                       + ": Oppen ya la tiene como la de otra fila nuestra (ver abajo).")
         if st.button(f"Reenviar selección ({len(selected)})", type="primary",
-                     disabled=not selected, key="reenviar_seleccion"):
+                     disabled=not selected or bool(blocked), key="reenviar_seleccion"):
             started = errors.action(lambda: background.start_resend(
                 engine, settings, user=user, reason=reason,
                 invoice_ids=[r["factura_id"] for r in selected],
@@ -122,6 +153,25 @@ with errors.guarded():
             if started is not None:
                 started_here(started, live.run_label("resend", day[0], day[1]))
 
+    taken = messages.ERROR_KIND_LABELS.get("sernr_taken")
+    if len(selected) == 1 and selected[0]["estado"] == "conflict" and taken \
+            and selected[0]["tipo_error"] == taken and hasattr(actions, "reassign_sernr"):
+        one = selected[0]
+        st.subheader("SerNr ocupado en Oppen: " + formats.md(one["referencia"]))
+        st.caption("Oppen ya usa el SerNr de esta factura para otra factura. Se le puede asignar "
+                   "un SerNr nuevo; queda pendiente y se envía en el próximo reenvío (usa el "
+                   "motivo de arriba).")
+        if st.button("Asignar un SerNr nuevo", key="nuevo_sernr"):
+            def reassign():
+                auth.require_role(user, "admin", "asignar un SerNr nuevo")
+                return actions.reassign_sernr(engine, settings, one["id"], user=user.username,
+                                              reason=reason)
+            if errors.action(reassign) is not None:
+                live.note(PAGE, f"{one['referencia']} tiene un SerNr nuevo y quedó pendiente "
+                                "de envío.")
+                st.session_state["fallidas_version"] = version + 1
+                st.rerun()
+
     duplicates = [r for r in selected if r["duplicada"]]
     if len(selected) == 1 and duplicates:
         dup = duplicates[0]
@@ -134,20 +184,33 @@ with errors.guarded():
                 engine, settings, user=user, state_id=dup["id"],
                 client=session.client(settings)))
             if comparison is not None:
+                owner = comparison.get("linked_to")
+                if owner:
+                    st.error(
+                        "La factura que tiene Oppen con este número ya corresponde a otra fila "
+                        f"nuestra: {formats.md(owner['tipo'] or '')} "
+                        f"{formats.md(owner['referencia'])} de {formats.md(owner['local'])} del "
+                        f"{formats.fmt_date(owner['fecha'])} (id {owner['factura_id']}). Esta fila "
+                        "está duplicada en el sistema de ventas: no se puede vincular ni "
+                        "reenviar (Oppen la rechazaría otra vez); hay que corregirla en el origen.")
+                    st.session_state[f"fallidas_duena_{dup['id']}"] = owner
                 if comparison["remote"] is None:
                     st.info("Oppen no tiene ninguna factura con ese número: se puede reenviar.")
                 else:
                     if comparison["differences"]:
                         st.warning("Los datos no coinciden: " + formats.md(
                             "; ".join(comparison["differences"])))
-                    else:
+                    elif not owner:
                         st.success("Los datos coinciden con la factura que ya está en Oppen.")
                     a, b = st.columns(2)
                     a.markdown("**Lo que enviaríamos**")
                     a.json(comparison["payload"])
                     b.markdown("**Lo que tiene Oppen**")
                     b.json(comparison["remote"])
-        if d2.button("Vincular", key="vincular"):
+        if d2.button("Vincular", key="vincular",
+                     disabled=bool(st.session_state.get(f"fallidas_duena_{dup['id']}")),
+                     help="Oppen ya tiene esta factura como la de otra fila nuestra"
+                     if st.session_state.get(f"fallidas_duena_{dup['id']}") else None):
             result = errors.action(lambda: background.link_duplicate(
                 engine, settings, user=user, state_id=dup["id"], reason=reason,
                 client=session.client(settings)))

@@ -147,8 +147,9 @@ def test_a_console_started_by_hand_audits_against_its_embedded_sandbox(console_e
     fresh_database(monkeypatch, tmp_path, demo=True)
     at = app("pages/auditoria.py", ANA).run()
     assert not at.exception, [e.value for e in at.exception]
-    at.selectbox(key="auditoria_local").select("MATRIZ").run()
+    at.selectbox(key="local").select("MATRIZ").run()
     at.button(key="marcar_auditado").click().run()
+    at.button(key="confirmar_auditado").click().run()
     assert not at.exception and not at.error, texts(at)
     run_until(at, lambda a: any("5 factura(s) enviada(s) a Oppen exitosamente" in s.value
                                 for s in a.success), what="the seed's result message")

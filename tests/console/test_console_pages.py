@@ -71,8 +71,9 @@ def test_the_console_without_login_shows_only_the_login(console_env, app):
 
 
 def test_login_with_the_configured_users(console_env, app):
-    at = app("console.py").run()
-    at.run()  # AppTest resolves st.navigation's page on its first run
+    # (A page run alone shows the same login as the router; AppTest drops a form's
+    # submit on the router's first runs, the browser test logs in through the router.)
+    at = app("pages/auditoria.py").run()
     at.text_input[0].input("ana")
     at.text_input[1].input("no-es-la-clave")
     at.button[0].click().run()
@@ -192,17 +193,20 @@ def test_a_demoted_admin_cannot_resend_from_an_open_page(console_env, app, secre
 def test_mark_audited_end_to_end_with_the_seeds_message(console_env, app):
     at = app("pages/auditoria.py", ANA).run()
     no_exception(at)
-    assert at.date_input(key="auditoria_fecha").value == yesterday()
+    assert at.date_input(key="fecha").value == yesterday()
     table = at.dataframe[0].value.set_index("Local")
     assert list(table.index) == ["BELGRANO", "CABALLITO", "MATRIZ", "PALERMO", "RECOLETA",
                                  "SUCURSAL"]
     assert table.loc["MATRIZ", "Estado"] == "Listo para auditar"
     assert table.loc["MATRIZ", "Facturas"] == 5
 
-    at.selectbox(key="auditoria_local").select("MATRIZ").run()
+    at.selectbox(key="local").select("MATRIZ").run()
     assert at.metric[0].value == "5"
     at.button(key="marcar_auditado").click().run()
     no_exception(at)
+    # The confirmation says what will be sent where, before anything is.
+    assert shows(at, "markdown", "**Facturas:** 5") and shows(at, "markdown", "SANDBOX")
+    at.button(key="confirmar_auditado").click().run()
     run_until(at, lambda a: shows(a, "success", "5 factura(s) enviada(s) a Oppen exitosamente"),
               what="the seed's result message")
     [message] = [s.value for s in at.success]
@@ -219,8 +223,9 @@ def test_the_progress_bar_follows_the_run_and_survives_a_reload(console_env, app
     console_env["sandbox"].set_faults(latency_ms=250)
     monkeypatch.setenv("OPPEN_CONCURRENCY", "1")
     at = app("pages/auditoria.py", ANA).run()
-    at.selectbox(key="auditoria_local").select("MATRIZ").run()
+    at.selectbox(key="local").select("MATRIZ").run()
     at.button(key="marcar_auditado").click().run()
+    at.button(key="confirmar_auditado").click().run()
     # Another session (the same person after a reload) finds the run in the database.
     reopened = app("pages/auditoria.py", ANA).run()
     bars = []
@@ -240,29 +245,34 @@ def test_the_progress_bar_follows_the_run_and_survives_a_reload(console_env, app
     ("RECOLETA", "El local RECOLETA tiene 1 anticipo(s) pendiente(s) para {day}: "
                  "no se puede marcar como auditado"),
 ])
-def test_refusals_show_the_seeds_messages(console_env, app, local, message):
+def test_refusals_disable_the_button_with_the_seeds_messages(console_env, app, local, message):
     at = app("pages/auditoria.py", ANA).run()
-    at.selectbox(key="auditoria_local").select(local).run()
-    at.button(key="marcar_auditado").click().run()
+    at.selectbox(key="local").select(local).run()
     no_exception(at)
-    assert [e.value for e in at.error] == [message.format(day=yesterday().isoformat())]
+    assert at.button(key="marcar_auditado").disabled
+    assert shows(at, "caption", "No se puede marcar auditado: "
+                 + message.format(day=yesterday().isoformat()))
     assert runs(console_env["engine"]) == 0
 
 
 def test_already_audited_and_no_invoices(console_env, app):
     at = app("pages/auditoria.py", BETO).run()
-    at.selectbox(key="auditoria_local").select("SUCURSAL").run()
+    at.selectbox(key="local").select("SUCURSAL").run()
     at.button(key="marcar_auditado").click().run()
+    at.button(key="confirmar_auditado").click().run()
     run_until(at, lambda a: shows(a, "info", "No había facturas para sincronizar con Oppen"),
               what="the no-invoices message")
-    at.button(key="marcar_auditado").click().run()
-    assert shows(at, "error", f"El local SUCURSAL ya está auditado para {yesterday().isoformat()}")
+    assert at.button(key="marcar_auditado").disabled
+    assert at.button(key="marcar_auditado").help == (
+        f"El local SUCURSAL ya está auditado para {yesterday().isoformat()}")
+    assert shows(at, "caption", "Auditado por beto el ")
 
 
 def test_partial_failure_shows_the_first_error_and_the_list(console_env, app):
     at = app("pages/auditoria.py", ANA).run()
-    at.selectbox(key="auditoria_local").select("PALERMO").run()
+    at.selectbox(key="local").select("PALERMO").run()
     at.button(key="marcar_auditado").click().run()
+    at.button(key="confirmar_auditado").click().run()
     run_until(at, lambda a: shows(a, "warning", "Algunas facturas no pudieron enviarse a Oppen: 1/3"),
               what="the partial-failure message")
     assert shows(at, "warning", "Primer error: Error HTTP 409: Duplicate invoice")
@@ -272,7 +282,7 @@ def test_partial_failure_shows_the_first_error_and_the_list(console_env, app):
 
 def test_a_day_without_data(console_env, app):
     at = app("pages/auditoria.py", ANA).run()
-    at.date_input(key="auditoria_fecha").set_value(yesterday() - dt.timedelta(days=40)).run()
+    at.date_input(key="fecha").set_value(yesterday() - dt.timedelta(days=40)).run()
     no_exception(at)
     assert shows(at, "info", "No hay locales con cierres ni facturas")
     assert len(at.dataframe) == 0
@@ -339,7 +349,8 @@ def test_resend_of_a_failed_invoice(console_env, app):
     no_exception(at)
     table = at.dataframe[0].value
     assert list(table["Factura"]) == ["A 0006-00001691"]
-    assert list(table["Intentos"]) == [1] and list(table["HTTP"]) == [409]
+    assert list(table["Envíos"]) == [1] and list(table["Consultas"]) == [0]
+    assert list(table["HTTP"]) == [409]
     assert list(table["Tipo de error"]) == ["Duplicada en Oppen"]
     assert at.button(key="reenviar_seleccion").disabled
 
@@ -356,7 +367,7 @@ def test_resend_of_a_failed_invoice(console_env, app):
     no_exception(at)
     run_until(at, lambda a: shows(a, "warning", "Algunas facturas no pudieron enviarse a Oppen: 1/1"),
               what="the resend's result")
-    assert list(find_table(at, "Intentos")["Intentos"]) == [2]
+    assert list(find_table(at, "Envíos")["Envíos"]) == [2]
     # The selection and the reason were cleared with the action.
     assert at.button(key="reenviar_seleccion").disabled
     with console_env["engine"].connect() as conn:
@@ -372,20 +383,24 @@ def test_resend_everything_failed_of_a_day_and_compare_the_duplicate(console_env
     at.run()
     at.button(key="comparar").click().run()
     no_exception(at)
-    # Oppen holds the other PALERMO row (same number, same data) under that number.
-    assert shows(at, "success", "Los datos coinciden con la factura que ya está en Oppen")
+    # Oppen holds the other PALERMO row (same number, same data) under that number: the
+    # comparison says so up front, naming that row, and offers neither link nor resend.
+    assert shows(at, "error", "ya corresponde a otra fila nuestra: A A 0006\\-00001691 de PALERMO") \
+        or shows(at, "error", "ya corresponde a otra fila nuestra")
+    assert not shows(at, "success", "Los datos coinciden")
     assert len(at.json) == 2
-    at.text_input(key="fallidas_motivo_0").input("es la misma")
-    at.button(key="vincular").click().run()
-    no_exception(at)
-    # But that Oppen invoice is already the other row's: linking would count it twice.
-    assert shows(at, "error", "ya corresponde a otra fila del sistema de ventas")
+    assert at.button(key="vincular").disabled
+    at.run()
+    assert at.button(key="reenviar_seleccion").disabled
+    assert shows(at, "caption", "No se ofrece reenviar A 0006")
+    at.session_state["fallidas_tabla_0"] = {"selection": {"rows": [], "columns": [], "cells": []}}
+    at.run()
 
     at.selectbox(key="fallidas_dia_0").select_index(0).run()
     at.text_input(key="fallidas_motivo_0").input("reintento del día")
     at.button(key="reenviar_dia").click().run()
     run_until(at, lambda a: shows(a, "warning", "1/1"), what="the resend of the day")
-    assert list(find_table(at, "Intentos")["Intentos"]) == [2]
+    assert list(find_table(at, "Envíos")["Envíos"]) == [2]
 
 
 def test_csv_export_and_filters(console_env, app):
