@@ -36,6 +36,7 @@ if user is None or auth.has_role(user, "admin"):
     pages["Administración"] = [
         st.Page("pages/facturas_fallidas.py", title="Facturas fallidas", icon=":material/error:"),
         st.Page("pages/monitoreo.py", title="Monitoreo", icon=":material/monitoring:"),
+        st.Page("pages/conciliacion.py", title="Conciliación", icon=":material/balance:"),
     ]
 
 session.keep_in_browser(settings)
