@@ -1,10 +1,11 @@
-# The two commands of the README: `make run` (console on demo data) and `make test`.
+# The two commands of the README: `make run` (console on demo data, which starts its own
+# worker when none is running) and `make test`; `make worker` runs a worker by itself.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: install run test bench sandbox
+.PHONY: install run test bench sandbox worker
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +23,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m sync bench
+
+worker: $(STAMP)
+	$(BIN)/python -m sync worker

@@ -629,3 +629,51 @@ def test_the_console_starts_one_worker_when_none_is_alive(engine, settings, sand
         background.stop_embedded_workers()
     rows = {w["id"]: w for w in workers.listing(engine, s.target, 3)}
     assert rows[alive["id"]]["state"] == "stopped"
+
+
+# --- running it for real ---------------------------------------------------------------------
+
+def test_the_systemd_unit_runs_the_worker_and_lets_it_stop_in_time():
+    import configparser
+
+    from helpers import ROOT
+    from sync.settings import Settings
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "deploy" / "oppen-sync-worker.service", encoding="utf-8")
+    service = unit["Service"]
+    assert service["ExecStart"].endswith("/python -m sync worker")
+    assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "always"
+    # Longer than the default OPPEN_TIMEOUT plus the worker's own goodbye.
+    assert int(service["TimeoutStopSec"]) >= Settings.timeout + 10
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_a_worker_on_a_database_that_needs_an_upgrade_says_so_in_one_line(tmp_path, settings):
+    env = cli_env(settings.replace(database_url=f"sqlite:///{tmp_path / 'old.sqlite3'}"))
+    engine = schema.make_engine(env["DATABASE_URL"])
+    schema.init_db(engine, source_tables=True)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE oppen_alembic_version SET version_num = '0003'")
+    engine.dispose()
+    result = run_cli(["worker", "--once"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("Error de configuración: La base de datos necesita "
+                                     "actualizarse: ejecutá `python -m sync init-db`")
+
+
+def test_audit_and_resend_can_be_queued_from_the_cli(engine, settings, sandbox):
+    day_with(engine, "MATRIZ", 2)
+    env = cli_env(settings)
+    queued = run_cli(["audit", "MATRIZ", "2025-01-05", "--queue", "--user", "ana"], env)
+    assert queued.returncode == 0, queued.stderr
+    [run] = run_rows(engine)
+    assert queued.stdout.strip() == (f"Local MATRIZ marcado como auditado para 2025-01-05: "
+                                     f"sincronización {run['id']} en cola; la envía un worker "
+                                     "(python -m sync worker)")
+    assert (run["state"], run["username"]) == ("queued", "ana") and sandbox.invoices() == []
+    again = run_cli(["resend", "MATRIZ", "2025-01-05", "--queue", "--json"], env)
+    assert again.returncode == 0 and json.loads(again.stdout)["en_cola"] is True
+    done = run_cli(["worker", "--once"], env)
+    assert done.returncode == 0, done.stderr
+    assert [r["state"] for r in run_rows(engine)] == ["done", "done"]
+    assert len(sandbox.invoices()) == 2
