@@ -153,6 +153,17 @@ def _client_or_default(settings: Settings, client: OppenClient | None) -> tuple[
     return open_client(settings), True
 
 
+def _run(engine: Engine, settings: Settings, request: RunRequest, *,
+         client: OppenClient | None, **options) -> dict:
+    """Run a request to its end, with the caller's client or one of its own (closed after)."""
+    client, owned = _client_or_default(settings, client)
+    try:
+        return run(engine, settings, client, request, **options)
+    finally:
+        if owned:
+            client.close()
+
+
 def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha: dt.date, *,
                            client: OppenClient | None = None, user: str | None = None,
                            progress: Progress | None = None, policy: Policy | None = None,
@@ -172,13 +183,8 @@ def sync_facturas_to_oppen(engine: Engine, settings: Settings, local: str, fecha
         raise SyncError("Error obteniendo las facturas de la base de datos (detalle en el log)") from None
     request = RunRequest(kind=kind, groups={(local, fecha): facturas}, user=user, reason=reason,
                          local=local, fecha=fecha)
-    client, owned = _client_or_default(settings, client)
-    try:
-        return run(engine, settings, client, request, progress=progress, policy=policy,
-                   today=today, on_start=on_start)
-    finally:
-        if owned:
-            client.close()
+    return _run(engine, settings, request, client=client, progress=progress, policy=policy,
+                today=today, on_start=on_start)
 
 
 def resendable(engine: Engine, settings: Settings, *, local: str | None = None,
@@ -224,13 +230,8 @@ def resend(engine: Engine, settings: Settings, *, user: str, local: str | None =
     if request is None:
         return {"total": 0, "exitosas": 0, "fallidas": 0, "errores": [], "success": True,
                 "message": "No hay facturas para reenviar"}
-    client, owned = _client_or_default(settings, client)
-    try:
-        return run(engine, settings, client, request, progress=progress, policy=policy,
-                   today=today, on_start=on_start)
-    finally:
-        if owned:
-            client.close()
+    return _run(engine, settings, request, client=client, progress=progress, policy=policy,
+                today=today, on_start=on_start)
 
 
 def resend_request(engine: Engine, settings: Settings, *, user: str, local: str | None = None,

@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import os
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -104,3 +105,40 @@ def states(engine, local=None, fecha=DAY):
         query = query.where(t.c.local == local, t.c.fecha == fecha)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(query)]
+
+
+def trickling_handler(status: int = 201, length: int = 400, every: float = 0.2,
+                      token: bool = True):
+    """A handler class that answers `authenticate` at once (when `token`) and every other
+    POST with a body of `length` bytes sent one byte every `every` seconds: a server
+    no per-read timeout can cut short, only a deadline on the whole exchange."""
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if token and self.path.endswith("/authenticate"):
+                body = json.dumps({"ok": True, "token": "t0k3n", "expires": 3600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            try:
+                for _ in range(length):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(every)
+            except OSError:
+                pass
+    return Trickle
+

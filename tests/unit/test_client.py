@@ -672,40 +672,9 @@ def test_token_cache_refreshes_before_expiry():
     assert cache.get() is None
 
 
-def _trickling_handler(token_answer: bool = True):
-    """Answers authenticate at once, and every other call with a body that trickles in
-    one byte every 0.2 s (400 bytes: 80 s if nothing bounded the whole exchange)."""
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path.endswith("/authenticate"):
-                body = json.dumps({"ok": True, "token": "t0k3n", "expires": 3600}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", "400")
-            self.end_headers()
-            try:
-                for _ in range(400):
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            except OSError:
-                pass
-    return Handler
-
-
 def test_a_trickling_answer_ends_as_a_timeout_close_to_the_deadline():
-    from helpers import http_server
-    with http_server(_trickling_handler()) as url:
+    from helpers import http_server, trickling_handler
+    with http_server(trickling_handler()) as url:
         with OppenClient(base_url=url, api="ApiNg", username="API", password="secret-pw",
                          timeout=1.0) as c:
             started = time.monotonic()

@@ -139,26 +139,9 @@ def test_hostile_error_text_never_raises():
 
 def test_a_trickling_webhook_is_cut_at_its_deadline():
     """A webhook that answers a byte at a time must not hold the end of a run."""
-    from helpers import http_server
+    from helpers import http_server, trickling_handler
 
-    class Trickle(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Length", "300")
-            self.end_headers()
-            try:
-                for _ in range(300):
-                    self.wfile.write(b".")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            except OSError:
-                pass
-
-    with http_server(Trickle) as url:
+    with http_server(trickling_handler(status=200, length=300, token=False)) as url:
         settings = Settings(webhook_url=url + "/hook")
         started = time.monotonic()
         assert notify_failures(settings, local="MATRIZ", fecha=dt.date(2025, 1, 5),
