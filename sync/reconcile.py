@@ -59,8 +59,6 @@ RETRY_AFTER_ERROR = dt.timedelta(hours=1)
 ALERT_DAYS = 10                 # days named in one alert, at most
 ALERT_KIND = "reconcile"        # oppen_alerts.kind of the morning run's alerts
 ALERT_FAILED = "reconcile_failed"   # the condition "Oppen could not be read this morning"
-# The Spanish names of what can differ between our invoice and Oppen's record.
-FIELD_NAMES = {"monto": "monto", "fecha": "fecha", "cliente": "cliente", "tipo": "tipo"}
 _TYPE_KEYS = ("VoucherCode", "DocType", "FormType", "InvoiceType")
 
 
