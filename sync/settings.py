@@ -98,6 +98,12 @@ class Settings:
     # the last one plus this many previous days again, for late changes in Oppen.
     reconcile_at: dt.time | None = dt.time(6, 0)
     reconcile_days: int = 7
+    # The console's login: how long a session lasts (kept across reloads and tabs), the
+    # key that signs it (None: one made once per database), and the single-sign-on
+    # providers configured in [auth] (st.login; "" is [auth]'s own, unnamed one).
+    session_hours: float = 12.0
+    session_secret: str | None = field(default=None, repr=False)
+    sso_providers: tuple[str, ...] = ()
     mapping: MappingProfile = MappingProfile()
     users: Mapping[str, User] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
@@ -107,19 +113,9 @@ class Settings:
         return f"{self.oppen_env}/{self.api}"
 
     @property
-    def safe_database_url(self) -> str:
-        return make_url(self.database_url).render_as_string(hide_password=True)
-
-    @property
     def env_label(self) -> str:
         return ENV_LABELS[self.oppen_env]
 
-    # The console's login: how long a session lasts (kept across reloads and tabs), the
-    # key that signs it (None: one made once per database), and the single-sign-on
-    # providers configured in [auth] (st.login; "" is [auth]'s own, unnamed one).
-    session_hours: float = 12.0
-    session_secret: str | None = field(default=None, repr=False)
-    sso_providers: tuple[str, ...] = ()
     @property
     def embedded_sandbox(self) -> bool:
         return self.oppen_env == "sandbox" and self.base_url is None
@@ -164,6 +160,20 @@ def _positive_int(name: str, raw: Any) -> int:
     return value
 
 
+def _clock(name: str, raw: Any) -> dt.time | None:
+    """'HH:MM' (24 h, Argentina's time), or 'off' for never."""
+    if isinstance(raw, dt.time):   # a TOML time literal: 06:00:00
+        return raw.replace(second=0, microsecond=0, tzinfo=None)
+    text = str(raw).strip().lower() if isinstance(raw, str) else None
+    if text in ("off", "no", "nunca"):
+        return None
+    match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", text or "")
+    if not match:
+        raise ConfigError(f"{name} debe ser una hora HH:MM (p. ej. 06:00) u 'off' "
+                          f"(se recibió {_shown(raw)})")
+    return dt.time(int(match.group(1)), int(match.group(2)))
+
+
 def _delays(name: str, raw: Any) -> tuple[float, ...]:
     """Seconds, comma-separated ("60,300,900"), or a TOML list of numbers."""
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
@@ -190,20 +200,6 @@ def _day(name: str, raw: Any) -> dt.date:
                           f"recibió {_shown(raw)})") from None
 
 
-def _clock(name: str, raw: Any) -> dt.time | None:
-    """'HH:MM' (24 h, Argentina's time), or 'off' for never."""
-    if isinstance(raw, dt.time):   # a TOML time literal: 06:00:00
-        return raw.replace(second=0, microsecond=0, tzinfo=None)
-    text = str(raw).strip().lower() if isinstance(raw, str) else None
-    if text in ("off", "no", "nunca"):
-        return None
-    match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", text or "")
-    if not match:
-        raise ConfigError(f"{name} debe ser una hora HH:MM (p. ej. 06:00) u 'off' "
-                          f"(se recibió {_shown(raw)})")
-    return dt.time(int(match.group(1)), int(match.group(2)))
-
-
 def _text(name: str, raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise ConfigError(f"{name} debe ser un texto")
@@ -228,6 +224,8 @@ _SCALARS = {
     "OPPEN_CONCURRENCY": ("concurrency", _positive_int),
     "OPPEN_BREAKER_THRESHOLD": ("breaker_threshold", _positive_int),
     "OPPEN_WEBHOOK_URL": ("webhook_url", _text),
+    "OPPEN_SESSION_HOURS": ("session_hours", _positive_float),
+    "OPPEN_SESSION_SECRET": ("session_secret", _text),
     "OPPEN_WEBHOOK_FORMAT": ("webhook_format", _text),
     "OPPEN_WORKER_POLL": ("worker_poll", _positive_float),
     "OPPEN_RETRY_DELAYS": ("retry_delays", _delays),
@@ -248,6 +246,7 @@ _NUMBER_RANGES = {
     "lease_seconds": ("OPPEN_LEASE_SECONDS", 1, 86_400, "segundos"),
     "concurrency": ("OPPEN_CONCURRENCY", 1, 64, ""),
     "breaker_threshold": ("OPPEN_BREAKER_THRESHOLD", 1, 1000, ""),
+    "session_hours": ("OPPEN_SESSION_HOURS", 0, 720, "horas"),
     "worker_poll": ("OPPEN_WORKER_POLL", 0, 3600, "segundos"),
     "reconcile_days": ("OPPEN_RECONCILE_DAYS", 1, 366, "días"),
 }
@@ -294,8 +293,6 @@ SERNR_BASE_MAX = 10 ** 15
 PAYMENT_DAYS_MAX = 3650
 
 _MAPPING_RULES: dict[str, _Rule] = {
-    "OPPEN_SESSION_HOURS": ("session_hours", _positive_float),
-    "OPPEN_SESSION_SECRET": ("session_secret", _text),
     "customer": _Rule("text", 1, _CODE),
     "customers_by_local": _Rule("text", 1, _CODE, per="local"),
     "office": _Rule("text", 1, _CODE),
@@ -316,7 +313,6 @@ _MAPPING_RULES: dict[str, _Rule] = {
     "payment_days": _Rule("int", 0, PAYMENT_DAYS_MAX),
     "due_date_not_past": _Rule("bool"),
     "voucher_codes": _Rule("text", 1, 20, per="type"),
-    "session_hours": ("OPPEN_SESSION_HOURS", 0, 720, "horas"),
     "doc_types": _Rule("int", 0, 999, per="type"),
     "form_types": _Rule("text", 1, 20, per="type"),
     "send_to_official_sernr": _Rule("bool"),
@@ -646,10 +642,10 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError("OPPEN_WEBHOOK_URL debe usar https:// (sin cifrado solo se admite "
                               "127.0.0.1 o localhost)")
     _check_numbers(settings)
-    _check_worker(settings)
     if settings.session_secret is not None and len(settings.session_secret) < 32:
         raise ConfigError("OPPEN_SESSION_SECRET debe tener al menos 32 caracteres "
                           "(p. ej. python -c \"import secrets; print(secrets.token_hex(32))\")")
+    _check_worker(settings)
     _check_mapping_ranges(settings.mapping)
     return settings
 
