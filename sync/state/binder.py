@@ -279,6 +279,59 @@ def _safe_amount(value):
 CLAIMABLE = (PENDING, FAILED)
 KEEP = object()   # mark_pending: leave the automatic retry's schedule as it is
 
+# The hot path's statements are built once: building one per call (its IN list coerced
+# value by value, its cache key generated anew) cost more than the database's own work.
+_T = oppen_invoices
+_IDS = sa.bindparam("c_ids", expanding=True)
+_NOW = sa.bindparam("c_now", type_=sa.DateTime)
+_UNTIL = sa.bindparam("c_until", type_=sa.DateTime)
+_OWNER = sa.bindparam("c_owner", type_=sa.String)
+# needs_lookup is assigned before state: MySQL evaluates SET left to right and would
+# otherwise see the new state.
+_CLAIM = (sa.update(_T)
+          .where(_T.c.id.in_(_IDS),
+                 sa.or_(_T.c.state.in_(CLAIMABLE),
+                        sa.and_(_T.c.state == SENDING, _T.c.claim_until < _NOW)))
+          .ordered_values(
+              (_T.c.needs_lookup, sa.case((_T.c.state == SENDING, sa.true()),
+                                          else_=_T.c.needs_lookup)),
+              (_T.c.state, SENDING), (_T.c.claim_owner, _OWNER), (_T.c.claim_until, _UNTIL),
+              (_T.c.next_attempt_at, _UNTIL), (_T.c.updated_at, _NOW)))
+_CLAIMED = sa.select(_T.c.id, _T.c.needs_lookup).where(_T.c.id.in_(_IDS),
+                                                       _T.c.claim_owner == _OWNER,
+                                                       _T.c.state == SENDING)
+
+
+def _sent_clears(column: sa.Column, value=None):
+    """A sent invoice is never retried on its own: its schedule is cleared."""
+    return sa.case((sa.bindparam("b_state") == SENT, value), else_=column)
+
+
+# One outcome, written where the claim is still this run's (executemany: a row each).
+_RECORD = (sa.update(_T)
+           .where(_T.c.id == sa.bindparam("b_id"), _T.c.claim_owner == sa.bindparam("b_owner"))
+           .values(state=sa.bindparam("b_state"), needs_lookup=sa.bindparam("b_lookup"),
+                   sernr=sa.func.coalesce(sa.bindparam("b_sernr", type_=sa.BigInteger),
+                                          _T.c.sernr),
+                   total_oppen=sa.func.coalesce(
+                       sa.bindparam("b_total", type_=sa.Numeric(15, 2)), _T.c.total_oppen),
+                   attempts=_T.c.attempts + sa.bindparam("b_posts", type_=sa.Integer),
+                   last_error=sa.bindparam("b_error"),
+                   error_kind=sa.bindparam("b_kind"),
+                   last_http_status=sa.bindparam("b_status", type_=sa.Integer),
+                   request_body=sa.func.coalesce(sa.bindparam("b_req", type_=sa.Text),
+                                                 _T.c.request_body),
+                   response_body=sa.func.coalesce(sa.bindparam("b_resp", type_=sa.Text),
+                                                  _T.c.response_body),
+                   claim_owner=None, claim_until=None,
+                   updated_at=sa.bindparam("b_now", type_=sa.DateTime),
+                   sent_at=_sent_clears(_T.c.sent_at, sa.bindparam("b_now", type_=sa.DateTime)),
+                   next_attempt_at=_sent_clears(_T.c.next_attempt_at),
+                   retry_count=_sent_clears(_T.c.retry_count, 0),
+                   first_attempt_at=_sent_clears(_T.c.first_attempt_at),
+                   attention_at=_sent_clears(_T.c.attention_at)))
+_INSERT_ATTEMPTS = sa.insert(oppen_attempts)
+
 
 @retry_deadlocks
 def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
@@ -290,27 +343,14 @@ def claim(engine: Engine, state_ids: Sequence[int], owner: str, lease: float
     an automatic retry's due time: if its run dies, the invoice is due when the claim
     expires (the outcome, when it is recorded, replaces that time).
     """
-    t = oppen_invoices
     claimed: dict[int, bool] = {}
     with engine.begin() as conn:
         now = db_now(conn)
         until = now + dt.timedelta(seconds=lease)
         for part in chunks(list(state_ids)):
-            # needs_lookup is assigned before state: MySQL evaluates SET left to right
-            # and would otherwise see the new state.
-            conn.execute(
-                sa.update(t)
-                .where(t.c.id.in_(part),
-                       sa.or_(t.c.state.in_(CLAIMABLE),
-                              sa.and_(t.c.state == SENDING, t.c.claim_until < now)))
-                .ordered_values(
-                    (t.c.needs_lookup, sa.case((t.c.state == SENDING, sa.true()),
-                                               else_=t.c.needs_lookup)),
-                    (t.c.state, SENDING), (t.c.claim_owner, owner), (t.c.claim_until, until),
-                    (t.c.next_attempt_at, until), (t.c.updated_at, now)))
-            for r in conn.execute(sa.select(t.c.id, t.c.needs_lookup)
-                                  .where(t.c.id.in_(part), t.c.claim_owner == owner,
-                                         t.c.state == SENDING)):
+            conn.execute(_CLAIM, {"c_ids": part, "c_now": now, "c_until": until,
+                                  "c_owner": owner})
+            for r in conn.execute(_CLAIMED, {"c_ids": part, "c_owner": owner}):
                 claimed[r.id] = bool(r.needs_lookup)
     return claimed
 
@@ -371,37 +411,22 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
            schedule: retry_schedule.Schedule | None = None, fresh: bool = False) -> None:
     """Write a batch of outcomes, their attempts and the run's progress in one transaction.
 
-    With a `schedule`, each outcome also sets when the invoice is tried again on its
-    own (`_next_steps`); `fresh` (a person's run) starts the schedule over."""
-    t = oppen_invoices
+    A sent invoice's automatic retry is cleared. With a `schedule`, every other outcome
+    also sets when the invoice is tried again on its own (`_write_schedule`); `fresh` (a
+    person's run) starts the schedule over."""
     now = schema.utcnow()
     with engine.begin() as conn:
-        if outcomes and schedule is not None:
-            _write_schedule(conn, owner, outcomes, schedule, fresh)
+        unsent = [o for o in outcomes if o.state != SENT]
+        if unsent and schedule is not None:
+            _write_schedule(conn, owner, unsent, schedule, fresh)
         if outcomes:
-            conn.execute(
-                sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.claim_owner == owner)
-                .values(state=sa.bindparam("b_state"), needs_lookup=sa.bindparam("b_lookup"),
-                        sernr=sa.func.coalesce(sa.bindparam("b_sernr", type_=sa.BigInteger),
-                                               t.c.sernr),
-                        total_oppen=sa.func.coalesce(
-                            sa.bindparam("b_total", type_=sa.Numeric(15, 2)), t.c.total_oppen),
-                        attempts=t.c.attempts + sa.bindparam("b_posts", type_=sa.Integer),
-                        last_error=sa.bindparam("b_error"),
-                        error_kind=sa.bindparam("b_kind"),
-                        last_http_status=sa.bindparam("b_status", type_=sa.Integer),
-                        request_body=sa.func.coalesce(sa.bindparam("b_req", type_=sa.Text),
-                                                      t.c.request_body),
-                        response_body=sa.func.coalesce(sa.bindparam("b_resp", type_=sa.Text),
-                                                       t.c.response_body),
-                        claim_owner=None, claim_until=None, updated_at=now,
-                        sent_at=sa.case((sa.bindparam("b_state") == SENT, now),
-                                        else_=t.c.sent_at)),
-                [{"b_id": o.state_id, "b_state": o.state, "b_lookup": o.needs_lookup,
-                  "b_sernr": o.sernr, "b_total": o.total_oppen, "b_posts": o.posts, "b_error": clip(o.error, 4000),
-                  "b_kind": (o.error_kind or schema.ERROR_UNKNOWN) if o.error else None,
-                  "b_status": o.http_status, "b_req": clip(o.request_body),
-                  "b_resp": clip(o.response_body)} for o in outcomes])
+            conn.execute(_RECORD, [
+                {"b_id": o.state_id, "b_owner": owner, "b_now": now, "b_state": o.state,
+                 "b_lookup": o.needs_lookup, "b_sernr": o.sernr, "b_total": o.total_oppen,
+                 "b_posts": o.posts, "b_error": clip(o.error, 4000),
+                 "b_kind": (o.error_kind or schema.ERROR_UNKNOWN) if o.error else None,
+                 "b_status": o.http_status, "b_req": clip(o.request_body),
+                 "b_resp": clip(o.response_body)} for o in outcomes])
             attempts = [{"oppen_invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
                          "at": a.at, "duration_ms": a.duration_ms, "http_status": a.http_status,
                          "outcome": a.outcome, "error": clip(a.error, 4000),
@@ -409,7 +434,7 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                          "response_body": clip(a.response_body, 4000)}
                         for o in outcomes for a in o.attempts]
             if attempts:
-                conn.execute(sa.insert(oppen_attempts), attempts)
+                conn.execute(_INSERT_ATTEMPTS, attempts)
         if run_id is not None and progress is not None:
             # Progress only: the run's heartbeat is the heartbeat thread's, on the
             # database's clock, whatever this thread is waiting on. Only while the run
