@@ -31,15 +31,29 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         subprocess.run([sys.executable, "-m", "sync", "init-db", "--demo"], cwd=ROOT, env=env,
                        check=True, capture_output=True, timeout=60)
         base_url = serve_console(env)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="es-AR")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")   # formats and calendars stay Argentine
         page.set_default_timeout(TIMEOUT)
 
+        # --- a deep link as a stranger: the login first, then that page ---------------------
+        page.goto(f"{base_url}/vista_previa")
+        page.get_by_label("Usuario").fill("auditor")
+        page.get_by_label("Contraseña").fill("auditor-demo")
+        page.get_by_role("button", name="Ingresar").click()
+        page.get_by_role("heading", name="Vista previa").wait_for()
+        assert page.get_by_text("Cerrar sesión").is_visible()
+        # A reload keeps the login and the page (the signed session's cookie).
+        page.reload()
+        page.get_by_role("heading", name="Vista previa").wait_for()
+
         # --- the auditor marks MATRIZ audited ------------------------------------------------
-        login(page, base_url, "auditor", "auditor-demo")
+        page.get_by_role("link", name="Auditoría").click()
+        page.get_by_role("heading", name="Auditoría").wait_for()
         assert page.get_by_text("las facturas NO llegan a Oppen").first.is_visible()
         assert not page.get_by_role("link", name="Facturas fallidas").count()
         choose(page, "Local", "MATRIZ")
         page.get_by_role("button", name="Marcar auditado").click()
+        page.get_by_text("Marcar auditado no se puede deshacer").wait_for()
+        page.get_by_role("button", name="Sí, marcar auditado y enviar").click()
         result = page.locator('[data-testid="stAlertContentSuccess"]').filter(
             has_text="5 factura(s) enviada(s) a Oppen exitosamente")
         result.wait_for()
@@ -58,7 +72,9 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         # --- the admin audits PALERMO, whose duplicate fails ----------------------------------
         login(page, base_url, "admin", "admin-demo")
         choose(page, "Local", "PALERMO")
+        assert "local=PALERMO" in page.url   # the view lives in the URL
         page.get_by_role("button", name="Marcar auditado").click()
+        page.get_by_role("button", name="Sí, marcar auditado y enviar").click()
         page.get_by_text("Algunas facturas no pudieron enviarse a Oppen: 1/3").wait_for()
         assert page.get_by_text("Primer error: Error HTTP 409: Duplicate invoice").is_visible()
         screenshot(page, "e2e-2-admin-palermo-parcial.png")
@@ -66,8 +82,8 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         # --- and resends the failed invoice ----------------------------------------------------
         page.get_by_role("link", name="Facturas fallidas").click()
         page.get_by_role("heading", name="Facturas fallidas").wait_for()
-        [before] = wait_for_records(page, lambda r: len(r) == 1 and r[0]["Intentos"])
-        assert (before["Factura"], before["Local"], before["Estado"], before["Intentos"],
+        [before] = wait_for_records(page, lambda r: len(r) == 1 and r[0]["Envíos"])
+        assert (before["Factura"], before["Local"], before["Estado"], before["Envíos"],
                 before["HTTP"]) == ("A 0006-00001691", "PALERMO", "Fallida", "1", "409")
         screenshot(page, "e2e-3-admin-fallidas.png")
 
@@ -76,15 +92,24 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         box = grid.bounding_box()
         page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
         page.get_by_text("1 factura(s) · 1 seleccionada(s)").wait_for()
-        page.get_by_label("Motivo (obligatorio)").fill("Reintento desde la prueba e2e")
-        page.get_by_role("button", name="Reenviar selección (1)").click()
-        page.get_by_text(re.compile(r"Algunas facturas no pudieron enviarse a Oppen: 1/1")).wait_for()
-        [after] = wait_for_records(page, lambda r: len(r) == 1 and r[0].get("Intentos") == "2")
-        assert (after["Factura"], after["Estado"]) == ("A 0006-00001691", "Fallida")
-        assert page.get_by_text("1 factura(s) · 0 seleccionada(s)").is_visible()
-        screenshot(page, "e2e-4-admin-reenviada.png")
+        # The CSV opens in Excel as set up in Argentina: BOM, ";", decimal comma.
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Descargar CSV").click()
+        data = open(download.value.path(), "rb").read()
+        assert data.startswith(b"\xef\xbb\xbf")
+        text = data.decode("utf-8-sig")
+        header, first = text.splitlines()[:2]
+        assert header.startswith("Factura;Local;Día;Monto;Estado;")
+        assert re.search(r";\d+,\d{2};Fallida;", first), first
+        page.get_by_role("button", name="Comparar con Oppen").click()
+        page.get_by_text("ya corresponde a otra fila nuestra").wait_for()
+        screenshot(page, "e2e-4-admin-duplicada.png")
 
         # --- the admin's other pages render -----------------------------------------------------
+        page.get_by_role("link", name="Corridas").click()
+        page.get_by_role("heading", name="Corridas").wait_for()
+        page.wait_for_timeout(1500)
+        screenshot(page, "e2e-5a-corridas.png")
         page.get_by_role("link", name="Monitoreo").click()
         page.get_by_role("button", name="Probar conexión").click()
         page.get_by_text("Conexión correcta con Oppen (SANDBOX)").wait_for()
