@@ -188,8 +188,7 @@ with errors.guarded():
                 if owner:
                     st.error(
                         "La factura que tiene Oppen con este número ya corresponde a otra fila "
-                        f"nuestra: {formats.md(owner['tipo'] or '')} "
-                        f"{formats.md(owner['referencia'])} de {formats.md(owner['local'])} del "
+                        f"nuestra: {formats.md(owner['referencia'])} de {formats.md(owner['local'])} del "
                         f"{formats.fmt_date(owner['fecha'])} (id {owner['factura_id']}). Esta fila "
                         "está duplicada en el sistema de ventas: no se puede vincular ni "
                         "reenviar (Oppen la rechazaría otra vez); hay que corregirla en el origen.")
