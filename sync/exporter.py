@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from queue import Empty, SimpleQueue
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -451,50 +451,83 @@ class _Sender:
         self.exitosas = 0
         self.unflushed: list[Outcome] = []
         self.last_flush = time.monotonic()
-        self._local = threading.local()
-        self._clients: list[OppenClient] = []
-        self._clients_lock = threading.Lock()
+        # Parcels go out to the sending threads and outcomes come back through two
+        # queues: a Future and a wait() per invoice cost more CPU than its POST did.
+        self._to_send: SimpleQueue[Parcel | None] = SimpleQueue()
+        self._sent: SimpleQueue[tuple[Parcel, Outcome | BaseException]] = SimpleQueue()
 
     def send(self, candidates: Sequence[Registered]) -> str | None:
         x = self.x
         queue = deque(candidates)
         ready: deque[Parcel] = deque()
-        in_flight: dict[Future, Parcel] = {}
+        in_flight = 0
         sending_ref: str | None = None
         if x.progress:
             x.progress(self.done, self.total, None)
+        threads = [threading.Thread(target=self._work, name=f"oppen_{n}", daemon=True)
+                   for n in range(min(self.workers, len(candidates)))]
+        for thread in threads:
+            thread.start()
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="oppen") as pool:
-                while queue or ready or in_flight:
-                    if x.breaker.open and (queue or ready):
-                        self._stop_early(queue, ready)
-                    while not x.breaker.open and len(in_flight) < self.workers * 2 and (ready or queue):
-                        if not ready:
-                            ready.extend(self._claim(queue))
-                            continue
-                        parcel = ready.popleft()
-                        in_flight[pool.submit(self._deliver, parcel)] = parcel
-                        sending_ref = parcel.reg.reference
-                    if not in_flight:
+            while queue or ready or in_flight:
+                if x.breaker.open and (queue or ready):
+                    self._stop_early(queue, ready)
+                while not x.breaker.open and in_flight < self.workers * 2 and (ready or queue):
+                    if not ready:
+                        ready.extend(self._claim(queue))
                         continue
-                    finished, _ = wait(list(in_flight), timeout=FLUSH_SECONDS,
-                                       return_when=FIRST_COMPLETED)
-                    current = None
-                    for fut in finished:
-                        parcel = in_flight.pop(fut)
-                        self._settle(fut.result())
-                        current = parcel.reg.reference
-                        if x.progress:
-                            x.progress(self.done, self.total, current)
-                    # The run row shows the invoice being sent now, for the progress bar.
-                    if self.unflushed and (len(self.unflushed) >= FLUSH_EVERY
-                                           or time.monotonic() - self.last_flush >= FLUSH_SECONDS):
-                        self._flush(current=sending_ref if in_flight else current)
-                self._flush(current=None)
+                    parcel = ready.popleft()
+                    self._to_send.put(parcel)
+                    in_flight += 1
+                    sending_ref = parcel.reg.reference
+                if not in_flight:
+                    continue
+                current = None
+                for parcel, outcome in self._finished():
+                    in_flight -= 1
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    self._settle(outcome)
+                    current = parcel.reg.reference
+                    if x.progress:
+                        x.progress(self.done, self.total, current)
+                # The run row shows the invoice being sent now, for the progress bar.
+                if self.unflushed and (len(self.unflushed) >= FLUSH_EVERY
+                                       or time.monotonic() - self.last_flush >= FLUSH_SECONDS):
+                    self._flush(current=sending_ref if in_flight else current)
+            self._flush(current=None)
         finally:
-            for made in self._clients:
-                made.close()
+            # What is in flight ends within OPPEN_TIMEOUT; then each thread closes its client.
+            for _ in threads:
+                self._to_send.put(None)
+            for thread in threads:
+                thread.join()
         return x.breaker.reason
+
+    def _finished(self) -> list[tuple[Parcel, Outcome | BaseException]]:
+        """The outcomes that came back: at least one, unless FLUSH_SECONDS passed first."""
+        try:
+            finished = [self._sent.get(timeout=FLUSH_SECONDS)]
+        except Empty:
+            return []
+        while True:
+            try:
+                finished.append(self._sent.get_nowait())
+            except Empty:
+                return finished
+
+    def _work(self) -> None:
+        """A sending thread: its own client (own connections, the run's one token)."""
+        client = self.x.client.clone()
+        try:
+            while (parcel := self._to_send.get()) is not None:
+                try:
+                    outcome = self._deliver(client, parcel)
+                except BaseException as exc:   # deliver never raises; a bug must not hang the run
+                    outcome = exc
+                self._sent.put((parcel, outcome))
+        finally:
+            client.close()
 
     def _claim(self, queue: deque) -> list[Parcel]:
         """Claim the next batch; what another run holds is settled as not sent here."""
@@ -525,12 +558,7 @@ class _Sender:
                                   claimed[reg.state_id], mapped.amount, x.day_of[reg.state_id]))
         return parcels
 
-    def _deliver(self, parcel: Parcel) -> Outcome:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self.x.client.clone()
-            with self._clients_lock:
-                self._clients.append(client)
+    def _deliver(self, client: OppenClient, parcel: Parcel) -> Outcome:
         return deliver(client, parcel, self.x.policy, self.x.breaker, self.x.ownership)
 
     def _settle(self, outcome: Outcome, *, write: bool = True) -> None:
