@@ -16,6 +16,15 @@ from ui import errors, formats, session, tables
 SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
           "Pendientes": "pendientes"}
 COLORS = ("#16a34a", "#dc2626", "#a855f7", "#f59e0b")
+# Monitoreo's cards: one per state of an invoice, as messages.STATE_LABELS names them.
+CARDS = (("Enviadas", "enviadas", "Oppen las tiene registradas."),
+         ("Pendientes", "pendientes", "Todavía no se enviaron, o se están enviando."),
+         ("Fallidas", "fallidas", "Oppen no las aceptó o no respondió; se pueden reenviar."),
+         ("Inválidas", "invalidas", "Los datos del sistema de ventas no alcanzan para "
+                                    "armarlas; hay que corregirlos allí."),
+         ("Conflictos", "conflictos", "Oppen tiene ese número con otros datos; las revisa "
+                                      "un administrador."),
+         ("Excluidas", "excluidas", "No se envían a Oppen (por ejemplo, anuladas)."))
 PERIODS = {"Últimos 7 días": 7, "Últimos 30 días": 30, "Últimos 90 días": 90}
 
 settings, user, engine = session.open_page("admin", "Monitoreo")
@@ -131,13 +140,17 @@ with errors.guarded():
     if not stats:
         st.info("Todavía no se sincronizó ninguna factura en este período.")
     else:
-        sent = sum(s["enviadas"] for s in stats)
-        total = sum(s["total"] for s in stats)
-        m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Enviadas", sent)
-        m2.metric("Fallidas", sum(s["fallidas"] for s in stats))
-        m3.metric("Pendientes", sum(s["pendientes"] for s in stats))
-        m4.metric("Tasa de éxito", formats.percent(sent, total))
+        totals = read_models.state_totals(engine, settings, desde, hasta)
+        cards = st.columns(len(CARDS))
+        for card, (label, key, help_text) in zip(cards, CARDS):
+            card.metric(label, formats.integer(totals[key]), help=help_text)
+        r1, r2 = st.columns([1, 3], vertical_alignment="center")
+        r1.metric("Tasa de éxito", formats.percent(totals["enviadas"], totals["base"]))
+        r2.caption(
+            f"Tasa de éxito = enviadas / (todas menos excluidas) = "
+            f"{formats.integer(totals['enviadas'])} / {formats.integer(totals['base'])}. "
+            "Cuentan las facturas de los locales auditados del período, cualquiera sea su "
+            "estado; las excluidas no se envían a Oppen y no cuentan.")
 
         long = pd.DataFrame(
             [{"Día": formats.fmt_date(s["fecha"])[:5], "orden": s["fecha"].isoformat(),
@@ -172,12 +185,19 @@ with errors.guarded():
         st.markdown("**Errores por tipo** (facturas que todavía no llegaron a Oppen)")
         if kinds:
             st.altair_chart(
-                alt.Chart(pd.DataFrame(kinds)).mark_bar(color="#dc2626", size=22).encode(
-                    y=alt.Y("tipo_error:N", title=None, sort="-x", axis=alt.Axis(labelLimit=260)),
-                    x=alt.X("cantidad:Q", title="Facturas", axis=alt.Axis(tickMinStep=1)),
+                # One band of 36 px per kind and a bar of 22 px inside it: bars never
+                # touch, whatever the number of kinds; the count written beside each bar.
+                (alt.Chart(pd.DataFrame(kinds)).mark_bar(color="#dc2626", size=22).encode(
+                    y=alt.Y("tipo_error:N", title=None, sort="-x",
+                            axis=alt.Axis(labelLimit=320, labelFontSize=13)),
+                    x=alt.X("cantidad:Q", title="Facturas",
+                            axis=alt.Axis(tickMinStep=1, format="d")),
                     tooltip=[alt.Tooltip("tipo_error", title="Tipo de error"),
                              alt.Tooltip("cantidad", title="Facturas")])
-                .properties(height=40 + 36 * len(kinds)),
+                 + alt.Chart(pd.DataFrame(kinds)).mark_text(align="left", dx=4).encode(
+                    y=alt.Y("tipo_error:N", sort="-x"), x="cantidad:Q",
+                    text=alt.Text("cantidad:Q", format="d")))
+                .properties(height=alt.Step(36)),
                 width="stretch")
         else:
             st.caption("Sin errores en este período.")
@@ -210,12 +230,22 @@ with errors.guarded():
         st.dataframe(
             tables.frame(
                 [{**r, "inicio": tables.local_dt(r["inicio"]),
-                  "duracion_s": None if r["duracion_s"] is None else round(r["duracion_s"], 1)}
+                  "duracion": formats.duration(r["duracion_s"]),
+                  "detalle": f"corridas?corrida={r['id']}"}
                  for r in runs],
-                {"inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
+                {"detalle": "Corrida", "inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
                  "local": "Local", "fecha": "Día", "estado": "Resultado",
                  "total": "Facturas", "exitosas": "Enviadas", "fallidas": "Fallidas",
-                 "duracion_s": "Duración (s)", "motivo": "Motivo", "mensaje": "Mensaje"}),
+                 "duracion": "Duración", "motivo": "Motivo", "mensaje": "Mensaje"}),
             hide_index=True, width="stretch", key="monitoreo_historial",
-            column_config={"Inicio": tables.datetime_column("Inicio"),
-                           "Día": tables.date_column("Día")})
+            column_config={
+                # A link to the run's detail (Corridas, ?corrida=N), written 'N.º 12'.
+                "Corrida": st.column_config.LinkColumn(
+                    "Corrida", display_text=r"corrida=(\d+)$", width="small",
+                    help="Abre el detalle de la corrida: cada factura y cada intento."),
+                "Inicio": tables.datetime_column("Inicio"),
+                "Día": tables.date_column("Día"),
+                **tables.count_columns("Facturas", "Enviadas", "Fallidas")})
+        session.page_link(st, "pages/corridas.py",
+                          "Todas las corridas, con filtros por local, usuario, tipo y resultado",
+                          icon=":material/history:")

@@ -23,7 +23,7 @@ from . import schema
 from ..mapping import as_date
 from ..messages import ERROR_KIND_LABELS
 from ..settings import AR_TZ, Settings, local_today  # noqa: F401  (local_today re-exported)
-from .schema import CONFLICT, FAILED, INVALID, PENDING, SENDING, SENT
+from .schema import CONFLICT, EXCLUDED, FAILED, INVALID, PENDING, SENDING, SENT
 
 RUN_KIND_LABELS = {"audit": "Auditoría", "resend": "Reenvío", "link": "Vinculación",
                    "reconcile": "Conciliación"}
@@ -343,12 +343,25 @@ def daily_stats(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.da
     rows = []
     for (fecha,), states in sorted(by_day.items()):
         count = {s: states.get(s, (0, 0))[0] for s in schema.STATES}
-        total = sum(count.values())
+        total = sum(count.values()) - count[EXCLUDED]   # the success rate's whole
         rows.append({"fecha": fecha, "enviadas": count[SENT],
                      "fallidas": count[FAILED] + count[CONFLICT], "invalidas": count[INVALID],
                      "pendientes": count[PENDING] + count[SENDING], "total": total,
                      "tasa_exito": round(100.0 * count[SENT] / total, 1) if total else None})
     return rows
+
+
+def state_totals(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date) -> dict:
+    """The invoices of a period by state, as Monitoreo's cards show them, and the success
+    rate's whole: every invoice but the excluded ones (enviadas / (todas menos excluidas))."""
+    t = schema.oppen_invoices
+    with schema.reading(engine) as conn:
+        states = _sync_counts(conn, settings, [t.c.fecha >= desde, t.c.fecha <= hasta], [])
+    count = {s: states.get((), {}).get(s, (0, 0))[0] for s in schema.STATES}
+    return {"enviadas": count[SENT], "pendientes": count[PENDING] + count[SENDING],
+            "fallidas": count[FAILED], "invalidas": count[INVALID],
+            "conflictos": count[CONFLICT], "excluidas": count[EXCLUDED],
+            "base": sum(count.values()) - count[EXCLUDED]}
 
 
 def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.date

@@ -441,11 +441,21 @@ def test_monitoreo_empty_then_with_runs(console_env, app):
     audit_directly(console_env, "PALERMO")
     at.run()
     no_exception(at)
-    # (After the automatic sending's four: workers, queue, waiting, next retry.)
-    assert [m.value for m in at.metric][-4:] == ["7", "1", "0", "87,5 %"]
-    history = at.dataframe[0].value
+    # (After the automatic sending's four: workers, queue, waiting, next retry.) A card per
+    # state, then the success rate with its definition in words.
+    cards = {m.label: m.value for m in at.metric}
+    assert {k: cards[k] for k in ("Enviadas", "Pendientes", "Fallidas", "Inválidas",
+                                  "Conflictos", "Excluidas", "Tasa de éxito")} == {
+        "Enviadas": "7", "Pendientes": "0", "Fallidas": "1", "Inválidas": "0",
+        "Conflictos": "0", "Excluidas": "0", "Tasa de éxito": "87,5 %"}
+    assert any("enviadas / (todas menos excluidas) = 7 / 8" in c.value for c in at.caption)
+    history = at.dataframe[-1].value
     assert list(history["Local"]) == ["PALERMO", "MATRIZ"]
     assert set(history["Tipo"]) == {"Auditoría"} and set(history["Usuario"]) == {"ana"}
+    # Each run links to its detail (Corridas, ?corrida=N); durations under a minute with
+    # a decimal comma.
+    assert all(link.startswith("corridas?corrida=") for link in history["Corrida"])
+    assert all(d.endswith(" s") and "," in d for d in history["Duración"])
 
 
 def test_probar_conexion(console_env, app, monkeypatch):
