@@ -107,7 +107,8 @@ with errors.guarded():
             if refusal and not row["auditado"]:
                 st.caption("No se puede marcar auditado: " + formats.md(refusal) + ".")
             if st.button("Marcar auditado", type="primary", key="marcar_auditado",
-                         disabled=refusal is not None, help=refusal):
+                         disabled=refusal is not None,
+                         help=formats.md(refusal) if refusal else None):
                 st.session_state["confirmar"] = (local, fecha)
             # Open until confirmed or cancelled (kept in the session, so the dialog's own
             # buttons find it on the next run).

@@ -33,7 +33,7 @@ with errors.guarded():
     result = actions.preview(engine, settings, local, fecha)
     items = result["items"]
     if not items:
-        st.info(f"{local} no tiene facturas para sincronizar el {formats.fmt_date(fecha)}.")
+        st.info(f"{formats.md(local)} no tiene facturas para sincronizar el {formats.fmt_date(fecha)}.")
         st.stop()
 
     m1, m2, m3, m4 = st.columns(4)
@@ -64,7 +64,7 @@ with errors.guarded():
 
     st.subheader("JSON de cada factura")
     for item in items:
-        title = f"{item['reference']} · " + (
+        title = f"{formats.md(item['reference'])} · " + (
             "se envía" if item["to_send"] else
             "ya está en Oppen" if item["valid"] else "NO se envía")
         with st.expander(title):

@@ -319,6 +319,29 @@ def test_locales_auditados_lists_and_opens_one(console_env, app):
     assert list(at.dataframe[0].value["Local"]) == ["MATRIZ"]
 
 
+def test_locales_auditados_opens_the_view_of_the_url(console_env, app):
+    """Auditoría's link (?local=…&desde=…&hasta=…) opens that local/day with its invoices
+    and links to its runs; choosing another local is written back into the URL."""
+    audit_directly(console_env, "MATRIZ")
+    audit_directly(console_env, "PALERMO")
+    day = yesterday().isoformat()
+    at = app("pages/locales_auditados.py", ANA)
+    at.query_params.update({"local": "PALERMO", "desde": day, "hasta": day})
+    at.run()
+    no_exception(at)
+    assert at.selectbox(key="auditados_local").value == "PALERMO"
+    assert tuple(at.date_input(key="auditados_periodo").value) == (yesterday(), yesterday())
+    assert list(at.dataframe[0].value["Local"]) == ["PALERMO"]
+    assert shows(at, "subheader", f"Facturas de PALERMO del {yesterday():%d/%m/%Y}")
+    # (Run alone, without the router, a page link shows its label.)
+    assert any(c.value.startswith("Corrida ") and "Auditoría · parcial" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    at.selectbox(key="auditados_local").select("MATRIZ").run()
+    no_exception(at)
+    assert at.query_params["local"] in ("MATRIZ", ["MATRIZ"])
+    assert at.query_params["desde"] in (day, [day])
+
+
 # --- Vista previa ---------------------------------------------------------------------------------
 
 def test_vista_previa_flags_invalid_rows_and_sends_nothing(console_env, app):
