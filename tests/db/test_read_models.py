@@ -256,7 +256,8 @@ def test_times_are_shown_in_argentina():
 def test_kind_labels():
     assert [read_models.kind_label(k) for k in schema.ERROR_KINDS] == [
         "Duplicada en Oppen", "Rechazada por Oppen", "Error de autenticación",
-        "Error de conexión", "Datos inválidos", "Conflicto con Oppen", "Otro"]
+        "Error de conexión", "Datos inválidos", "Conflicto con Oppen", "Otro",
+        "SerNr ocupado en Oppen"]
     assert read_models.kind_label(None) == read_models.kind_label("nonsense") == "Otro"
 
 
