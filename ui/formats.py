@@ -30,8 +30,10 @@ def md(text: str | None) -> str:
     characters, `![p](…)` never becomes an image and `<img>` never a tag; newlines kept."""
     escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
     escaped = _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2) + "\\" + m.group(3), escaped)
-    escaped = _AUTOLINK.sub(lambda m: "\\" + m.group(1) if m.group(1) != "www." and m.group(1).lower() != "www."
-                            else m.group(1)[:3] + "\\.", escaped)
+    # GFM's literal autolinks (http://…, www.…, a@b) are found in the text after escapes
+    # and character references are decoded: only an invisible word joiner (U+2060)
+    # between the letters breaks them, and the text still reads the same.
+    escaped = _AUTOLINK.sub(lambda m: "\u2060" + m.group(1), escaped)
     return escaped.replace("\n", "  \n")
 
 
