@@ -2,7 +2,9 @@
 
 Measures (a) a sequential reference that does what the seed does (one POST after
 another over one session, one commit per invoice) against (b) the project at its
-configured concurrency, both on the same invoices and the same sandbox latency; the
+configured concurrency, both on the same invoices and the same sandbox latency, and (c)
+the same invoices through the worker (a day audited in the host application, picked up
+by `python -m sync worker --once` in a process of its own); the
 per-invoice overhead with zero latency; optionally the console's queries on a
 database of a million invoices, and the peak memory of a 100,000-invoice run.
 Speed targets live here, never in timed tests. Everything runs on loopback and on
@@ -166,6 +168,40 @@ def bench_sending(n: int, latency_ms: float, concurrency: int, *, sequential: bo
     return out
 
 
+def bench_worker(n: int, latency_ms: float, concurrency: int) -> dict:
+    """The worker's path: a day audited in the host application (a locales_auditados row
+    only), picked up and sent by `python -m sync worker --once` in a process of its own;
+    timed from the process's start to its exit (start-up, scan, pick-up, the run, its
+    goodbye), and Oppen's window as for (b)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'worker.sqlite3'}"
+        engine = schema.make_engine(url)
+        schema.init_db(engine)
+        _seed(engine, n)
+        engine.dispose()
+        sandbox = ExternalSandbox(latency_ms, Path(tmp))
+        try:
+            env = dict(os.environ, DATABASE_URL=url, OPPEN_ENV="sandbox",
+                       OPPEN_BASE_URL=sandbox.url, OPPEN_USERNAME="API",
+                       OPPEN_PASSWORD=sandbox.password, OPPEN_CONCURRENCY=str(concurrency),
+                       OPPEN_TIMEOUT="30", OPPEN_PICKUP_SINCE=BENCH_DAY.isoformat(),
+                       OPPEN_RECONCILE_AT="off", OPPEN_SECRETS_FILE=str(Path(tmp) / "none.toml"))
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "sync", "worker", "--once"],
+                                  cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+        finally:
+            log = sandbox.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"el worker del benchmark falló: {proc.stderr.strip()[-300:]}")
+        stored = sum(1 for e in log if e["path"] == "Invoice" and e["outcome"] == "stored")
+        if stored != n:
+            raise RuntimeError(f"el worker envió {stored} facturas de {n}")
+    return {"n": n, "latency_ms": latency_ms, "concurrency": concurrency,
+            "worker_s": seconds, "worker_window_s": _window(log, latency_ms),
+            "ideal_s": n * latency_ms / 1000 / concurrency}
+
+
 def _bench_settings(url: str, sandbox: "ExternalSandbox", concurrency: int) -> Settings:
     return validate(Settings(database_url=url, base_url=sandbox.url, username="API",
                              password=sandbox.password, concurrency=concurrency, timeout=30))
@@ -216,6 +252,14 @@ def main(args) -> int:
     if ideal:
         print(f"    ideal N×L/C = {_fmt(ideal)}; ventana/ideal = "
               f"{send['project_window_s'] / ideal:.3f}×; total/ideal = {proj / ideal:.3f}×")
+
+    worker = bench_worker(args.n, args.latency_ms, args.concurrency)
+    report["worker"] = worker
+    print(f"(c) worker (python -m sync worker --once: un día auditado en el sistema de ventas, "
+          f"levantado y enviado), C={worker['concurrency']}: {_fmt(worker['worker_s'])} de "
+          f"punta a punta con el arranque del proceso ({worker['n'] / worker['worker_s']:.0f} "
+          f"facturas/s); ventana de envío {_fmt(worker['worker_window_s'])}"
+          + (f" = {worker['worker_window_s'] / ideal:.3f}× la ideal" if ideal else ""))
 
     zero = bench_sending(args.n, 0.0, args.concurrency, sequential=False)
     report["zero_latency"] = zero

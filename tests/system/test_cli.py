@@ -329,7 +329,8 @@ def test_bench_runs_end_to_end_on_a_small_load(cli, monkeypatch, tmp_path):
     result = cli(["bench", "--n", "40", "--latency-ms", "1", "--concurrency", "4",
                   "--json", str(tmp_path / "b.json")])
     assert result.returncode == 0, result.stderr
-    for text in ("secuencial", "aceleración", "ventana/ideal", "Latencia 0"):
+    for text in ("secuencial", "aceleración", "ventana/ideal", "(c) worker", "Latencia 0"):
         assert text in result.stdout
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["sending"]["n"] == 40 and report["sending"]["project_s"] > 0
+    assert report["worker"]["n"] == 40 and report["worker"]["worker_s"] > 0

@@ -550,32 +550,37 @@ def test_sigterm_mid_run_exits_0_in_time_and_leaves_nothing_claimed(engine, sett
     assert run_rows(engine)[0]["state"] == "done"
 
 
+@pytest.mark.slow   # 6 to 20 s: three processes, a kill, a lease to wait out
 def test_three_workers_one_killed_everything_exactly_once(db_url, engine, settings, sandbox):
-    """Three worker processes share several local/days (audited in the host application,
-    and asked for from the console); one is SIGKILLed mid-way: its run is taken over
+    """Three worker processes share nine local/days audited in the host application (each
+    picked up as a run); one is SIGKILLed mid-way through a run: its run is taken over
     after the lease, and every invoice reaches Oppen exactly once."""
     if engine.dialect.name != "mysql":
         pytest.skip("many workers on one database: the MariaDB case (SQLite is one host)")
-    total = seed_days(engine, ["MATRIZ", "PALERMO", "BELGRANO"], days=3, per_day=25)
+    total = seed_days(engine, ["MATRIZ", "PALERMO", "BELGRANO"], days=3, per_day=40)
     sandbox.set_faults(latency_ms=30)
     env = cli_env(settings, OPPEN_WORKER_POLL="0.1", OPPEN_LEASE_SECONDS="2",
                   OPPEN_TIMEOUT="2", OPPEN_CONCURRENCY="2", OPPEN_PICKUP_SINCE="2025-03-01")
     procs = [start_cli(["worker"], env) for _ in range(3)]
     try:
         assert wait_until(lambda: len(sandbox.invoices()) >= total // 4, 30)
-        # The one running a run right now, mid-way through it.
+        # The worker of a run going on right now, mid-way through it.
+        w, r = schema.oppen_workers, schema.oppen_runs
         with engine.connect() as conn:
-            busy = conn.execute(sa.select(schema.oppen_workers.c.pid).where(
-                schema.oppen_workers.c.run_id.is_not(None))).scalars().all()
+            busy = dict(conn.execute(sa.select(w.c.pid, w.c.id).join(
+                r, r.c.worker_id == w.c.id).where(r.c.state == "running")).all())
         victim = next(p for p in procs if p.pid in busy)
-        with engine.connect() as conn:
-            taken = set(conn.execute(sa.select(schema.oppen_workers.c.run_id).where(
-                schema.oppen_workers.c.pid == victim.pid)).scalars())
         killed_at = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         victim.wait()
+        with engine.connect() as conn:   # what it left half-done
+            taken = set(conn.execute(sa.select(r.c.id).where(
+                r.c.state == "running", r.c.worker_id == busy[victim.pid])).scalars())
         assert wait_until(lambda: len(sandbox.invoices()) == total
                           and not actions_unsent(engine), 60)
+        # The survivors notice the silent worker too (its heartbeat outlives its run's).
+        assert wait_until(lambda: any(w["state"] == "lost" for w in workers.listing(
+            engine, settings.target, 2)), 10)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -593,7 +598,7 @@ def test_three_workers_one_killed_everything_exactly_once(db_url, engine, settin
     lost = [w for w in workers.listing(engine, settings.target, 2) if w["state"] == "lost"]
     assert [w["pid"] for w in lost] == [victim.pid]
     assert len(alert_rows(engine, alerts.WORKER_LOST)) == 1
-    assert any(r["worker_id"] != lost[0]["id"] and r["id"] in taken for r in rows)
+    assert taken and all(r["worker_id"] != lost[0]["id"] for r in rows if r["id"] in taken)
     print(f"killed at {killed_at:.1f}; runs={len(rows)}")
 
 
