@@ -1,16 +1,20 @@
 """HTTP exchanges bounded as a whole: connect, send and the complete answer within one
 deadline. A socket timeout bounds each read only, so a server that trickles its answer a
 byte at a time could hold a caller for minutes; this module is the one place that reads
-an answer against a deadline. `urlopen_within` serves the Oppen client (a urllib3 pool:
-the hot path, without `requests`' per-call work); `request_within` the webhooks.
+an answer against a deadline. `exchange_within` serves the Oppen client (a kept-alive
+`http.client` connection: the hot path, without the per-call work of `requests` and
+urllib3 above it); `request_within` the webhooks.
 
-Raises the HTTP library's own exceptions (a late answer is urllib3's `ReadTimeoutError`,
-or `requests.ReadTimeout`): each caller translates them into its own errors.
+Raises the HTTP library's own exceptions (a late answer is a `TimeoutError`, or a
+`requests.ReadTimeout`): each caller translates them into its own errors.
 """
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import time
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,22 +25,43 @@ READ_SIZE = 65536
 LATE = "the answer did not arrive in time"
 
 
-def urlopen_within(pool: urllib3.HTTPConnectionPool, method: str, url: str, timeout: float, *,
-                   body: bytes | None = None, headers: Mapping[str, str] | None = None
-                   ) -> tuple[urllib3.BaseHTTPResponse, bytes]:
-    """One exchange through a urllib3 pool (its connection kept alive for the next one)
-    that ends within `timeout` seconds: the answer and its whole body. Nothing is retried
-    and no redirect is followed: what Oppen answers is what the caller sees."""
+def exchange_within(conn: http.client.HTTPConnection, method: str, target: str,
+                    timeout: float, *, body: bytes | None = None,
+                    headers: Mapping[str, str] | None = None
+                    ) -> tuple[http.client.HTTPResponse, bytes]:
+    """One exchange on a connected `conn` that ends within `timeout` seconds: the answer
+    and its whole body (gzip undone). Nothing is retried and no redirect is followed.
+    Raises TimeoutError when the answer is late, OSError or http.client.HTTPException
+    when the connection failed on the way; then `conn` is out of step and must be
+    closed, never reused."""
     deadline = time.monotonic() + timeout
-    resp = pool.urlopen(method, url, body=body, headers=headers, retries=False, redirect=False,
-                        preload_content=False, timeout=urllib3.Timeout(connect=timeout,
-                                                                       read=timeout))
-    try:
-        return resp, _drain(resp, deadline)
-    except BaseException:
-        resp.close()        # the connection is out of step: never reused
-        resp.release_conn()
-        raise
+    sock = conn.sock
+    sock.settimeout(timeout)
+    conn.request(method, target, body=body, headers=headers or {})
+    sock.settimeout(_left(deadline))
+    resp = conn.getresponse()
+    parts = []
+    while True:
+        sock.settimeout(_left(deadline))
+        part = resp.read1(READ_SIZE)
+        if not part:
+            break
+        parts.append(part)
+    resp.close()    # read whole: the connection is free for the next exchange
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if data and (resp.getheader("Content-Encoding") or "").strip().lower() == "gzip":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            raise http.client.HTTPException("gzip body cannot be read") from None
+    return resp, data
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(LATE)
+    return remaining
 
 
 def request_within(session: requests.Session | None, method: str, url: str, timeout: float,

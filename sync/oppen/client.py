@@ -1,12 +1,12 @@
 """The only code that speaks HTTP to Oppen.
 
-One `OppenClient` per thread, each with its own keep-alive connections (a urllib3 pool:
-through `requests` a call cost three times the CPU, which on the hot path was half a
-run's); clients made with `clone()` share one `TokenCache`, so a token is fetched once
-and refreshed once when it expires, not once per worker. Each call is a single
-exchange, bounded as a whole by `deadline.urlopen_within`; TLS certificates are always
-verified; a redirect is an answer, never followed. The caller decides about retries
-(`retry.py`).
+One `OppenClient` per thread, each with its own keep-alive connections (`Connections`,
+on the standard library's `http.client`: through `requests` a call cost four times the
+CPU, through urllib3 twice, and on the hot path that was most of a run); clients made
+with `clone()` share one `TokenCache`, so a token is fetched once and refreshed once
+when it expires, not once per worker. Each call is a single exchange, bounded as a
+whole by `deadline.exchange_within`; TLS certificates are always verified; a redirect
+is an answer, never followed. The caller decides about retries (`retry.py`).
 
 No HTTP library's exception leaves this module: `_translate` turns them into the
 `OppenError` family, and `error_for_response` is the one place that maps an HTTP
@@ -16,20 +16,25 @@ password or token can never end up in them.
 
 from __future__ import annotations
 
+import base64
 import codecs
+import functools
+import http.client
 import json
 import logging
+import select
+import socket
+import ssl
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import certifi
-import urllib3
 
-from ..deadline import urlopen_within
+from ..deadline import exchange_within
 from ..errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
                      OppenTransportError)
 
@@ -172,76 +177,140 @@ def error_for_response(resp: Answer, secrets: tuple[str | None, ...] = ()
     return OppenRejected(message, status=status, body=body)
 
 
+class Unconnected(Exception):
+    """Connecting failed: nothing of the request left (carries what connecting raised)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 # What a failed exchange raises before `_translate` words it.
-TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError)
+TRANSPORT_ERRORS = (Unconnected, OSError, http.client.HTTPException, ValueError)
 
 
-def _translate(exc: Exception) -> OppenTransportError:
+def _translate(exc: BaseException) -> OppenTransportError:
     """A transport exception as the seed words it ("Error de conexión: Connection timeout")."""
-    E = urllib3.exceptions
-    # A refused or timed-out *connect* never reached Oppen; anything after that may have.
-    if isinstance(exc, E.SSLError):
-        # The handshake failed: nothing was sent, and nothing should be until fixed.
-        return OppenTransportError("Error de conexión: el certificado TLS de Oppen no es válido",
-                                   maybe_applied=False)
-    if isinstance(exc, E.NewConnectionError):   # before ConnectTimeoutError: a subclass
-        detail = str(exc)
-        if any(s in detail for s in ("Connection refused", "Name or service not known",
-                                     "nodename nor servname", "Failed to resolve")):
+    if isinstance(exc, Unconnected):
+        # Nothing was sent: a refused, unresolvable or timed-out connect never reached
+        # Oppen, and a certificate that does not verify stops everything until fixed.
+        cause = exc.cause
+        if isinstance(cause, ssl.SSLError):     # certificate errors included
+            return OppenTransportError("Error de conexión: el certificado TLS de Oppen no "
+                                       "es válido", maybe_applied=False)
+        if isinstance(cause, TimeoutError):
+            return OppenTransportError("Error de conexión: Connection timeout",
+                                       maybe_applied=False)
+        if isinstance(cause, (ConnectionRefusedError, socket.gaierror)):
             return OppenTransportError("Error de conexión: Connection refused",
                                        maybe_applied=False)
+        if isinstance(cause, ValueError):       # a malformed URL or proxy
+            return OppenTransportError("Error de conexión: la URL de Oppen no es válida",
+                                       maybe_applied=False)
         return OppenTransportError("Error de conexión: Connection dropped")
-    if isinstance(exc, E.ConnectTimeoutError):
-        return OppenTransportError("Error de conexión: Connection timeout", maybe_applied=False)
-    if isinstance(exc, (E.TimeoutError, TimeoutError)):
+    # Anything after connecting may have reached Oppen.
+    if isinstance(exc, TimeoutError):
         return OppenTransportError("Error de conexión: Connection timeout")
-    if isinstance(exc, (E.ProtocolError, OSError)):
+    if isinstance(exc, (OSError, http.client.HTTPException)):
         return OppenTransportError("Error de conexión: Connection dropped")
-    if isinstance(exc, ValueError):     # LocationValueError too: a malformed URL
-        return OppenTransportError("Error de conexión: la URL de Oppen no es válida",
-                                   maybe_applied=False)
     return OppenTransportError(f"Error de conexión: {type(exc).__name__}")
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """Certificates and host names always verified, against certifi's authorities (as
+    `requests` verified them). Built once per process: loading them takes a while."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 class Connections:
-    """One client's keep-alive connections to Oppen's host: a urllib3 pool made on first
-    use (so a malformed URL is an OppenError of the call, like any other), TLS always
-    verified against certifi's authorities (as `requests` did), through the environment's
-    HTTPS proxy when one applies to the host. Never shared between threads' clients."""
+    """A client's keep-alive connections to Oppen's host (thread-safe: a connection is
+    lent to one exchange at a time). One that the server closed while idle is replaced
+    before anything is written on it; one an exchange failed on is closed, never lent
+    again. TLS is always verified; the environment's HTTPS proxy applies as it did with
+    `requests`. The host is read from the URL on first use, so a malformed URL is an
+    OppenError of the call, like any other."""
 
     verify = True   # never switched off: plain http is refused by the settings off loopback
 
     def __init__(self, base_url: str, pool_size: int) -> None:
-        self.base_url, self.pool_size = base_url, pool_size
-        self._pool: urllib3.HTTPConnectionPool | None = None
-        self._proxy: urllib3.ProxyManager | None = None
+        self.base_url, self.pool_size = base_url, max(1, pool_size)
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
 
-    def pool(self) -> urllib3.HTTPConnectionPool:
-        if self._pool is None:
-            self._pool = self._open()
-        return self._pool
+    def exchange(self, method: str, target: str, timeout: float, *, body: bytes | None,
+                 headers: Mapping[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """One exchange within `timeout` (`deadline.exchange_within`). Raises Unconnected
+        when connecting failed, else what the exchange raised."""
+        conn = self._lend(timeout)
+        try:
+            resp, content = exchange_within(conn, method, target, timeout, body=body,
+                                            headers=headers)
+        except BaseException:
+            conn.close()     # out of step with the server: never reused
+            raise
+        if resp.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                if len(self._idle) < self.pool_size:
+                    self._idle.append(conn)
+                    return resp, content
+            conn.close()
+        return resp, content
 
-    def _open(self) -> urllib3.HTTPConnectionPool:
+    def _lend(self, timeout: float) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if conn.sock is not None and not _readable(conn.sock):
+                return conn
+            conn.close()     # closed by the server while idle (or it sent something unasked)
+        try:
+            conn = self._connection(timeout)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise Unconnected(exc) from None
+        return conn
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
         parts = urlsplit(self.base_url)
         host, port = parts.hostname, parts.port     # ValueError: a malformed URL
         if parts.scheme not in ("http", "https") or not host:
-            raise urllib3.exceptions.LocationValueError(self.base_url[:80])
-        options: dict[str, Any] = dict(maxsize=self.pool_size, block=False, retries=False)
+            raise ValueError("not an http(s) URL")
         if parts.scheme == "http":
-            return urllib3.HTTPConnectionPool(host, port, **options)
-        options.update(cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+            return http.client.HTTPConnection(host, port, timeout=timeout)
         proxy = urllib.request.getproxies_environment().get("https")
-        if proxy and not urllib.request.proxy_bypass_environment(parts.netloc):
-            self._proxy = urllib3.ProxyManager(proxy, num_pools=1, **options)
-            return self._proxy.connection_from_host(host, port, scheme="https")
-        return urllib3.HTTPSConnectionPool(host, port, **options)
+        if not proxy or urllib.request.proxy_bypass_environment(parts.netloc):
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if via.scheme != "http" or not via.hostname:
+            raise ValueError("only an http:// proxy can tunnel to Oppen")
+        tunnel = {}
+        if via.username is not None:
+            secret = f"{unquote(via.username)}:{unquote(via.password or '')}"
+            tunnel["Proxy-Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+        # To the proxy in the clear, CONNECT, then TLS to Oppen verified through the tunnel.
+        conn = http.client.HTTPSConnection(via.hostname, via.port or 80, timeout=timeout,
+                                           context=_tls())
+        conn.set_tunnel(host, port or 443, headers=tunnel)
+        return conn
 
     def close(self) -> None:
-        pool, proxy, self._pool, self._proxy = self._pool, self._proxy, None, None
-        if proxy is not None:
-            proxy.clear()
-        elif pool is not None:
-            pool.close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """An idle kept-alive socket with something to read was closed by the server."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class OppenClient:
@@ -327,9 +396,8 @@ class OppenClient:
         if token is not None:
             headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
-            resp, content = urlopen_within(self.session.pool(), method,
-                                           self.target(path, params), self.timeout,
-                                           body=body, headers=headers)
+            resp, content = self.session.exchange(method, self.target(path, params),
+                                                  self.timeout, body=body, headers=headers)
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc) from None
         return Answer(resp.status, resp.reason, resp.headers, content)
@@ -507,7 +575,7 @@ class OppenClient:
         return {"auth_ms": round(auth_ms, 1), "query_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
-_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
 _JSON_HEADERS = {**_HEADERS, "Content-Type": "application/json"}
 
 
