@@ -805,8 +805,12 @@ def hash_password_command() -> int:
 @cli.command("bench", short_help="medir la velocidad contra el sandbox (bases temporales)",
              help="Medir la velocidad de la sincronización contra el sandbox, en bases "
                   "temporales (nunca toca la base ni el Oppen configurados).")
+@click.option("--database", default=None, metavar="URL",
+              help="correr todo en el servidor MySQL/MariaDB de esta URL (bases bench_* "
+                   "temporales, borradas al terminar); sin ella, SQLite")
 @click.option("--n", "n", type=INT, default=1000, metavar="N",
-              help="facturas por corrida (1000)")
+              help="facturas por corrida (1000; la de alta concurrencia y la de latencia 0 "
+                   "usan 10×N, con 4×C la primera)")
 @click.option("--latency-ms", type=FLOAT, default=20.0, metavar="MS",
               help="latencia del sandbox (20)")
 @click.option("--concurrency", type=INT, default=8, metavar="C",
@@ -820,8 +824,8 @@ def hash_password_command() -> int:
               help="medir la memoria de una corrida de esta cantidad (p. ej. 100000)")
 @click.option("--json", "json_path", default=None, metavar="ARCHIVO",
               help="guardar los resultados en este archivo")
-def bench_command(n: int, latency_ms: float, concurrency: int, rows: int, preview_n: int,
-                  memory_n: int, json_path: str | None) -> int:
+def bench_command(database: str | None, n: int, latency_ms: float, concurrency: int, rows: int,
+                  preview_n: int, memory_n: int, json_path: str | None) -> int:
     from benchmarks.bench import main as bench_main
     for name, value in (("n", n), ("concurrency", concurrency)):
         if value < 1:
@@ -830,8 +834,8 @@ def bench_command(n: int, latency_ms: float, concurrency: int, rows: int, previe
         raise SyncError("--latency-ms, --rows y --memory-n no pueden ser negativos")
     # benchmarks.bench.main reads its settings as attributes, as argparse gave them.
     return bench_main(types.SimpleNamespace(
-        n=n, latency_ms=latency_ms, concurrency=concurrency, rows=rows, preview_n=preview_n,
-        memory_n=memory_n, json=json_path))
+        database=database, n=n, latency_ms=latency_ms, concurrency=concurrency, rows=rows,
+        preview_n=preview_n, memory_n=memory_n, json=json_path))
 
 
 # ----- the entry point -----------------------------------------------------------------

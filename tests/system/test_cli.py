@@ -334,3 +334,9 @@ def test_bench_runs_end_to_end_on_a_small_load(cli, monkeypatch, tmp_path):
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["sending"]["n"] == 40 and report["sending"]["project_s"] > 0
     assert report["worker"]["n"] == 40 and report["worker"]["worker_s"] > 0
+
+
+def test_bench_database_must_be_mysql(cli):
+    result = cli(["bench", "--database", "sqlite:///x.sqlite3"])
+    assert result.returncode == 2
+    assert "--database debe ser una URL de MySQL/MariaDB" in result.stderr
