@@ -159,7 +159,8 @@ def response_from_row(row: Mapping, *, lease_seconds: float | None = None,
         if down and (row["state"] != schema.DONE or summary.get("fallidas")):
             pending = ""
             if row["state"] == schema.DONE:
-                pending = (f"{summary['fallidas']} de {summary['total']} factura(s) quedaron "
+                waiting = summary.get("pendientes") or summary["fallidas"]
+                pending = (f"{waiting} de {summary['total']} factura(s) quedaron "
                            "pendientes. ")
             response = {"success": True, "oppen_error": alerts.AUDITOR_SENTENCE,
                         "msg": f"{head}\n⚠️ {pending}{alerts.AUDITOR_SENTENCE}."}
