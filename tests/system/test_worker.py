@@ -365,6 +365,22 @@ def test_each_alert_once_and_when_it_is_resolved(engine, settings, sandbox):
     assert all(r["notify_due"] is False for r in alert_rows(engine))
 
 
+def test_no_worker_alive_while_work_waits_is_alerted_once_and_resolved(engine, settings):
+    s = fast(settings)
+    assert alerts.check_workers(engine, s) is False       # nothing waits: nothing to say
+    assert alert_rows(engine, alerts.NO_WORKER) == []
+    with engine.begin() as conn:
+        queue.enqueue(conn, target=s.target, kind="resend", days=[("MATRIZ", DAY)])
+    for _ in range(2):
+        alerts.check_workers(engine, s)
+    [alert] = alert_rows(engine, alerts.NO_WORKER)
+    assert alert["text"].startswith("🛑 No hay ningún worker activo (SANDBOX): 1 "
+                                    "sincronización(es) en cola; nunca hubo uno.")
+    run_once(engine, s)       # a worker scans again
+    [alert] = alert_rows(engine, alerts.NO_WORKER)
+    assert alert["resolved_text"] == "✅ Hay un worker activo otra vez (SANDBOX)."
+
+
 def test_json_webhook_format(engine, settings, sandbox):
     day_with(engine, "PALERMO", 1)
     add_factura(engine, "PALERMO", "A", "5", "9", -3)
