@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from queue import Empty, SimpleQueue
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int, str | None], None]
 
 FLUSH_EVERY = 64          # outcomes per write transaction, at most
+# Invoices registered (read back, mapped) at a time, as sending needs them: a run of
+# 100,000 holds no more of them at once than a run of a few thousand.
+REGISTER_EVERY = 2000
 FLUSH_SECONDS = 0.25      # and at least this often while outcomes wait
 LOST_DAY = "No se envió: otra sincronización tomó este local/día"
 # Why a run was told to stop from outside (Exporter.stop), which decides what becomes
@@ -204,6 +207,8 @@ class Exporter:
         self.ownership: Ownership | None = None
         self.results: dict[int, Outcome] = {}   # state_id -> this run's outcome
         self.day_of: dict[int, tuple[str, dt.date]] = {}   # state_id -> its (local, fecha)
+        # Read now: the rows are consumed as they are registered (`_Backlog`).
+        self.invoices = sum(len(f) for f in request.groups.values())
 
     def stop(self, reason: str, kind: str) -> None:
         """Stop sending, from another thread (a worker shutting down, an admin's cancel):
@@ -318,8 +323,7 @@ class Exporter:
         if not self.fresh:
             return
         local, fecha = self._where()
-        pending = summary.get("pendientes") or summary.get("fallidas") or sum(
-            len(f) for f in self.request.groups.values())
+        pending = summary.get("pendientes") or summary.get("fallidas") or self.invoices
         alerts.oppen_pending(self.engine, self.settings, local=local, fecha=fecha,
                              pending=pending, error=error)
         self._deliver_alerts()
@@ -356,34 +360,20 @@ class Exporter:
         return 0.0 if self.stop_kind == STOP_SHUTDOWN else binder.KEEP
 
     def _sync(self) -> dict:
-        registered = self._register()
-        already = [r for r in registered if r.state == SENT]
-        excluded = [r for r in registered if r.state == EXCLUDED]
-        considered = [r for r in registered if r.state not in (SENT, EXCLUDED)]
-        candidates = [r for r in considered if r.state in (PENDING, FAILED, SENDING)]
+        backlog = _Backlog(self)
         stop_reason = None
-        if candidates:
+        if backlog:
             if self.client.tokens.get() is None:
-                self._authenticate(candidates)
-            stop_reason = self._send(candidates, total=len(considered))
-        return self._summary(considered, already, stop_reason, excluded=len(excluded))
+                self._authenticate(backlog)
+            stop_reason = self._send(backlog)
+        for _ in backlog.batches():
+            pass    # nothing left to send: the rest is registered all the same
+        return self._summary(backlog.considered, backlog.already, stop_reason,
+                             excluded=backlog.excluded)
 
     # -- the steps ----------------------------------------------------------------------
 
-    def _register(self) -> list[Registered]:
-        registered: list[Registered] = []
-        for (local, fecha), facturas in self.request.groups.items():
-            if not facturas:
-                logger.warning("⚠️ No se encontraron facturas para %s en %s", local, fecha)
-            day = binder.register(self.engine, self.settings.target, facturas, self.profile,
-                                  self.today, retry_in=self.settings.lease_seconds)
-            self.day_of.update((r.state_id, (local, fecha)) for r in day)
-            registered.extend(day)
-        if self.request.only_ids is not None:
-            registered = [r for r in registered if r.factura["id"] in self.request.only_ids]
-        return registered
-
-    def _authenticate(self, candidates: Sequence[Registered]) -> None:
+    def _authenticate(self, backlog: _Backlog) -> None:
         """The seed's step 4a, retried on transport errors; on failure nothing is sent."""
         for attempt in range(1, self.policy.max_attempts + 1):
             if self.breaker.open:
@@ -396,33 +386,33 @@ class Exporter:
                     _pause(self.policy, attempt, exc)
                     continue
                 # Oppen down: the schedule retries them; credentials refused: a person.
-                binder.mark_pending(self.engine, [r.state_id for r in candidates],
-                                    f"No se envió: {exc.message}", schema.error_kind_for(exc),
-                                    retry_in=self.schedule.delay(1) if is_retryable(exc)
-                                    else None)
+                for batch in backlog.batches():
+                    binder.mark_pending(self.engine, [r.state_id for r in batch],
+                                        f"No se envió: {exc.message}", schema.error_kind_for(exc),
+                                        retry_in=self.schedule.delay(1) if is_retryable(exc)
+                                        else None)
                 raise
 
-    def _send(self, candidates: Sequence[Registered], *, total: int) -> str | None:
+    def _send(self, backlog: _Backlog) -> str | None:
         """Send the candidates C at a time; returns why the run stopped early, if it did."""
-        sender = _Sender(self, total=total, pending=len(candidates))
-        return sender.send(candidates)
+        return _Sender(self, backlog).send()
 
-    def _summary(self, considered: Sequence[Registered], already: Sequence[Registered],
+    def _summary(self, considered: Sequence[tuple[int, str, str, str | None]], already: int,
                  stop_reason: str | None, *, excluded: int = 0) -> dict:
         errores, exitosas, counts = [], 0, {PENDING: 0, INVALID: 0, CONFLICT: 0}
-        for reg in considered:
-            outcome = self.results.get(reg.state_id)
-            state = outcome.state if outcome else reg.state
+        for state_id, reference, state, last_error in considered:
+            outcome = self.results.get(state_id)
+            state = outcome.state if outcome else state
             if state == SENT:
                 exitosas += 1
                 continue
-            error = (outcome.error if outcome else reg.last_error) or "No se envió"
+            error = (outcome.error if outcome else last_error) or "No se envió"
             key = PENDING if state == SENDING else state
             counts[key] = counts.get(key, 0) + 1
-            errores.append({"factura": reg.reference, "error": error})
+            errores.append({"factura": reference, "error": error})
         return messages.run_summary(total=len(considered), exitosas=exitosas, errores=errores,
                                     pendientes=counts[PENDING], invalidas=counts[INVALID],
-                                    conflictos=counts[CONFLICT], ya_enviadas=len(already),
+                                    conflictos=counts[CONFLICT], ya_enviadas=already,
                                     excluidas=excluded, stop_reason=stop_reason)
 
     def _finish(self, state: str, summary: Mapping, message: str) -> None:
@@ -438,16 +428,100 @@ class Exporter:
         self._deliver_alerts()
 
 
+# What a run remembers of each invoice it sent, once the outcome is written: that it
+# was sent (the summary counts it), nothing else.
+_WAS_SENT = Outcome(0, "", SENT, False)
+
+
+class _Backlog:
+    """The run's invoices still to send, registered REGISTER_EVERY at a time as the
+    sending loop asks for them: a run of 100,000 never holds more than a few thousand
+    mappings at once. The request's rows are consumed as they are registered (they are
+    its largest part); what the whole run keeps per invoice is what its summary needs.
+
+    Its `total` is the progress bar's: the invoices the run counts (not sent before, not
+    excluded), known before any is registered and corrected as each batch is."""
+
+    def __init__(self, exporter: Exporter):
+        self.x = exporter
+        self._days: deque[tuple[tuple[str, dt.date], list[Mapping]]] = deque()
+        only = exporter.request.only_ids
+        ids: list[int] = []
+        for day, facturas in exporter.request.groups.items():
+            if not facturas:
+                logger.warning("⚠️ No se encontraron facturas para %s en %s", *day)
+            ids.extend(f["id"] for f in facturas if only is None or f["id"] in only)
+            self._days.append((day, facturas))
+        self._ready: deque[Registered] = deque()
+        # (state_id, reference, state, last_error) of every invoice the run counts.
+        self.considered: list[tuple[int, str, str, str | None]] = []
+        self.already = self.excluded = 0
+        self.handled = 0    # counted, but not to be sent (invalid, conflict): done at once
+        self.total = len(ids) - binder.count_settled(exporter.engine, exporter.settings.target,
+                                                     ids)
+
+    def __bool__(self) -> bool:
+        """Whether an invoice is left to send (registering the next batches to know)."""
+        while not self._ready and self._days:
+            self._register_next()
+        return bool(self._ready)
+
+    def take(self, n: int) -> list[Registered]:
+        taken: list[Registered] = []
+        while len(taken) < n and self:
+            taken.append(self._ready.popleft())
+        return taken
+
+    def batches(self) -> Iterator[list[Registered]]:
+        """Everything left, a batch at a time (each registered as it comes)."""
+        while self:
+            batch = list(self._ready)
+            self._ready.clear()
+            yield batch
+
+    def _register_next(self) -> None:
+        x = self.x
+        day, facturas = self._days[0]
+        rows = facturas[:REGISTER_EVERY]
+        del facturas[:REGISTER_EVERY]
+        if not facturas:
+            self._days.popleft()
+        only = x.request.only_ids
+        counted = [f["id"] for f in rows if only is None or f["id"] in only]
+        settled_before = binder.count_settled(x.engine, x.settings.target, counted)
+        registered = binder.register(x.engine, x.settings.target, rows, x.profile, x.today,
+                                     retry_in=x.settings.lease_seconds)
+        settled = 0
+        for reg in registered:
+            if only is not None and reg.factura["id"] not in only:
+                continue
+            if reg.state in (SENT, EXCLUDED):
+                settled += 1
+                if reg.state == SENT:
+                    self.already += 1
+                else:
+                    self.excluded += 1
+                continue
+            self.considered.append((reg.state_id, reg.reference, reg.state, reg.last_error))
+            if reg.state in (PENDING, FAILED, SENDING):
+                x.day_of[reg.state_id] = day
+                self._ready.append(reg)
+            else:
+                self.handled += 1
+        # A row whose state changed since the count (fixed, excluded by a new setting).
+        self.total += settled_before - settled
+
+
 class _Sender:
     """The sending loop of one run: claims in batches, keeps at most 2×C invoices in
     flight, writes outcomes in batches and reports progress. Lives for one `_send`."""
 
-    def __init__(self, exporter: Exporter, *, total: int, pending: int):
+    def __init__(self, exporter: Exporter, backlog: _Backlog):
         self.x = exporter
+        self.backlog = backlog
         self.workers = max(1, exporter.settings.concurrency)
         self.claim_size = max(16, self.workers * 4)
-        self.total = total
-        self.done = total - pending        # invalid/conflict rows count as handled
+        self.settled = 0
         self.exitosas = 0
         self.unflushed: list[Outcome] = []
         self.last_flush = time.monotonic()
@@ -456,16 +530,25 @@ class _Sender:
         self._to_send: SimpleQueue[Parcel | None] = SimpleQueue()
         self._sent: SimpleQueue[tuple[Parcel, Outcome | BaseException]] = SimpleQueue()
 
-    def send(self, candidates: Sequence[Registered]) -> str | None:
+    @property
+    def total(self) -> int:
+        return self.backlog.total
+
+    @property
+    def done(self) -> int:
+        """Settled in this run, or counted but not to be sent: the bar counts both."""
+        return self.backlog.handled + self.settled
+
+    def send(self) -> str | None:
         x = self.x
-        queue = deque(candidates)
+        queue = self.backlog
         ready: deque[Parcel] = deque()
         in_flight = 0
         sending_ref: str | None = None
         if x.progress:
             x.progress(self.done, self.total, None)
         threads = [threading.Thread(target=self._work, name=f"oppen_{n}", daemon=True)
-                   for n in range(min(self.workers, len(candidates)))]
+                   for n in range(min(self.workers, max(1, self.total)))]
         for thread in threads:
             thread.start()
         try:
@@ -529,14 +612,15 @@ class _Sender:
         finally:
             client.close()
 
-    def _claim(self, queue: deque) -> list[Parcel]:
+    def _claim(self, queue: _Backlog) -> list[Parcel]:
         """Claim the next batch; what another run holds is settled as not sent here."""
         x = self.x
-        batch = [queue.popleft() for _ in range(min(self.claim_size, len(queue)))]
+        batch = queue.take(self.claim_size)
         claimed = binder.claim(x.engine, [r.state_id for r in batch], x.owner,
                                x.settings.lease_seconds)
         parcels = []
         for reg in batch:
+            day = x.day_of.pop(reg.state_id)
             if reg.state_id not in claimed:
                 self._settle(Outcome(reg.state_id, reg.reference, PENDING, False,
                                      error="No se envió: la tiene otra sincronización en curso",
@@ -555,7 +639,7 @@ class _Sender:
                                      error_kind=schema.ERROR_INVALID))
                 continue
             parcels.append(Parcel(reg, mapped.payload, mapped.official_sernr,
-                                  claimed[reg.state_id], mapped.amount, x.day_of[reg.state_id]))
+                                  claimed[reg.state_id], mapped.amount, day))
         return parcels
 
     def _deliver(self, client: OppenClient, parcel: Parcel) -> Outcome:
@@ -567,11 +651,11 @@ class _Sender:
         self.x.results[outcome.state_id] = outcome
         if write:
             self.unflushed.append(outcome)
-        self.done += 1          # settled for this run: the bar must count it
+        self.settled += 1       # settled for this run: the bar must count it
         if outcome.state == SENT:
             self.exitosas += 1
 
-    def _stop_early(self, queue: deque, ready: deque) -> None:
+    def _stop_early(self, queue: _Backlog, ready: deque) -> None:
         """The breaker opened: what was not attempted stays pending with the reason."""
         x = self.x
         reason = f"No se envió: {x.breaker.reason}"
@@ -582,15 +666,16 @@ class _Sender:
             x.results[out.state_id] = out
             self.unflushed.append(out)
         ready.clear()
-        rest = list(queue)
-        queue.clear()
-        binder.mark_pending(x.engine, [r.state_id for r in rest], reason,
-                            x.breaker.kind or schema.ERROR_UNKNOWN, retry_in=x.pending_retry_in())
-        for reg in rest:
-            x.results[reg.state_id] = Outcome(reg.state_id, reg.reference,
-                                              FAILED if reg.state == FAILED else PENDING,
-                                              False, error=reason, error_kind=x.breaker.kind,
-                                              retry=x.pending_retry())
+        for rest in queue.batches():
+            binder.mark_pending(x.engine, [r.state_id for r in rest], reason,
+                                x.breaker.kind or schema.ERROR_UNKNOWN,
+                                retry_in=x.pending_retry_in())
+            for reg in rest:
+                x.day_of.pop(reg.state_id, None)
+                x.results[reg.state_id] = Outcome(reg.state_id, reg.reference,
+                                                  FAILED if reg.state == FAILED else PENDING,
+                                                  False, error=reason, error_kind=x.breaker.kind,
+                                                  retry=x.pending_retry())
 
     def _flush(self, current: str | None) -> None:
         x = self.x
@@ -601,7 +686,11 @@ class _Sender:
                       schedule=x.schedule, fresh=x.fresh)
         for written in self.unflushed:
             # Only state and error are needed for the summary: a 100,000-invoice run
-            # must not keep every request and response body in memory.
+            # must not keep every request and response body in memory, nor a record per
+            # invoice sent.
+            if written.state == SENT:
+                x.results[written.state_id] = _WAS_SENT
+                continue
             written.request_body = written.response_body = None
             written.attempts = []
         self.unflushed.clear()

@@ -274,6 +274,19 @@ def _safe_amount(value):
         return None
 
 
+def count_settled(engine: Engine, target: str, factura_ids: Sequence[int]) -> int:
+    """How many of these invoices a run would not count: sent, or excluded by the
+    configuration, as their state rows say now."""
+    t = oppen_invoices
+    count = 0
+    with schema.reading(engine) as conn:
+        for part in chunks(list(factura_ids)):
+            count += conn.execute(sa.select(sa.func.count()).where(
+                t.c.target == target, t.c.factura_id.in_(part),
+                t.c.state.in_((SENT, EXCLUDED)))).scalar() or 0
+    return count
+
+
 # --- claims --------------------------------------------------------------------------
 
 CLAIMABLE = (PENDING, FAILED)
@@ -372,7 +385,7 @@ def release_claims(conn: Connection, owner: str, reason: str, *,
                                 updated_at=schema.utcnow())).rowcount
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     kind: str            # post, lookup, link
     outcome: str         # sent, duplicate, rejected, unknown, refused, found, not_found, conflict, auth
@@ -384,7 +397,7 @@ class Attempt:
     error_kind: str | None = None   # schema.ERROR_*, with `error`
 
 
-@dataclass
+@dataclass(slots=True)   # one per invoice of a run: kept small
 class Outcome:
     """What happened to one claimed invoice in this run."""
     state_id: int
