@@ -8,7 +8,6 @@ must look the invoice up in Oppen before posting it again.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +130,13 @@ def map_factura(factura: Mapping, profile: MappingProfile, today: dt.date,
     return map_invoice(factura, profile, today=today, sernr=sernr)
 
 
+_FIDS = sa.bindparam("r_fids", expanding=True)
+_STATE_ROWS = sa.select(oppen_invoices).where(
+    oppen_invoices.c.target == sa.bindparam("r_target"), oppen_invoices.c.factura_id.in_(_FIDS))
+_NEW_IDS = sa.select(oppen_invoices.c.id, oppen_invoices.c.factura_id).where(
+    oppen_invoices.c.target == sa.bindparam("r_target"), oppen_invoices.c.factura_id.in_(_FIDS))
+
+
 @retry_deadlocks
 def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: MappingProfile,
              today: dt.date, *, retry_in: float | None = None) -> list[Registered]:
@@ -151,8 +157,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
         due = (None if retry_in is None
                else db_now(conn) + dt.timedelta(seconds=retry_in))
         for part in chunks(ids):
-            for r in conn.execute(sa.select(t).where(t.c.target == target,
-                                                     t.c.factura_id.in_(part))):
+            for r in conn.execute(_STATE_ROWS, {"r_target": target, "r_fids": part}):
                 existing[r.factura_id] = r._mapping
         new_rows = []
         mapped_now: dict[int, Mapped | Invalid] = {}
@@ -179,10 +184,12 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             })
         inserted = {r["factura_id"] for r in new_rows}
         if new_rows:
+            all_ours = True
             try:
                 with conn.begin_nested():
                     conn.execute(sa.insert(t), new_rows)
             except IntegrityError:
+                all_ours = False
                 # Another process registered some of them first: theirs stand.
                 for row in new_rows:
                     try:
@@ -190,10 +197,16 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                             conn.execute(sa.insert(t), [row])
                     except IntegrityError:
                         pass
-            for part in chunks([r["factura_id"] for r in new_rows]):
-                for r in conn.execute(sa.select(t).where(t.c.target == target,
-                                                         t.c.factura_id.in_(part))):
-                    existing[r.factura_id] = r._mapping
+            written = {r["factura_id"]: r for r in new_rows}
+            for part in chunks(list(written)):
+                if all_ours:
+                    # Each row is what we just wrote: only its id is new to us.
+                    for r in conn.execute(_NEW_IDS, {"r_target": target, "r_fids": part}):
+                        existing[r.factura_id] = {**written[r.factura_id], "id": r.id,
+                                                  "sernr": None, "client_sernr": None}
+                else:
+                    for r in conn.execute(_STATE_ROWS, {"r_target": target, "r_fids": part}):
+                        existing[r.factura_id] = r._mapping
 
         result, changes = [], []
         for fid in ids:
@@ -255,11 +268,14 @@ def _problem(result: Invalid | Excluded) -> str:
 
 def _with_sernr(mapped: Mapped | Invalid, profile: MappingProfile, state_id: int
                 ) -> Mapped | Invalid:
-    """A new row's mapping with the SerNr its id gives it (it was mapped before it had one)."""
+    """A new row's mapping with the SerNr its id gives it (it was mapped before it had one,
+    by `register` a moment ago: nothing else holds its payload, so it is completed in
+    place rather than copied)."""
     sernr = sernr_for(profile, state_id)
     if sernr is None or not isinstance(mapped, Mapped):
         return mapped
-    return dataclasses.replace(mapped, payload={**mapped.payload, "SerNr": sernr})
+    mapped.payload["SerNr"] = sernr
+    return mapped
 
 
 def _clip_str(value, limit: int) -> str | None:
