@@ -202,8 +202,8 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
                 if all_ours:
                     # Each row is what we just wrote: only its id is new to us.
                     for r in conn.execute(_NEW_IDS, {"r_target": target, "r_fids": part}):
-                        existing[r.factura_id] = {**written[r.factura_id], "id": r.id,
-                                                  "sernr": None, "client_sernr": None}
+                        row = existing[r.factura_id] = written[r.factura_id]
+                        row.update(id=r.id, sernr=None, client_sernr=None)
                 else:
                     for r in conn.execute(_STATE_ROWS, {"r_target": target, "r_fids": part}):
                         existing[r.factura_id] = r._mapping
