@@ -88,7 +88,10 @@ def test_hostile_name_run_with_lookup_and_lockout(tmp_path, serve_console, brows
         # --- the run's detail: a POST without answer, then the lookup that found it ---------------
         page.get_by_role("link", name=f"Corrida {run_id} ").click()
         page.get_by_role("heading", name=f"Corrida {run_id}").first.wait_for()
-        page.get_by_text("encontrada en Oppen").first.wait_for()
+        # The steps are Markdown; the grid above carries the same words in cells that the
+        # browser keeps hidden (it paints a canvas), so the wait names the Markdown.
+        page.locator('[data-testid="stMarkdownContainer"] p',
+                     has_text="consulta · encontrada en Oppen").first.wait_for()
         steps = [t.strip() for t in page.locator('[data-testid="stMarkdownContainer"] p')
                  .all_inner_texts() if t.strip()[:3] in ("1. ", "2. ", "3. ")]
         assert steps[0].split(" · ")[1] == "POST", steps
