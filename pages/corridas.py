@@ -38,7 +38,7 @@ def show_run(run_id: int) -> None:
     c1.metric("Facturas", formats.integer(total))
     c2.metric("Enviadas", formats.integer(sent))
     c3.metric("No enviadas", formats.integer(run["fallidas"]))
-    c4.metric("Duración", formats.duration(run["duracion_s"]) or "—")
+    c4.metric("Duración", formats.run_duration(run["duracion_s"]) or "—")
     facts = [f"**Quién:** {formats.md(run['usuario'] or '—')}",
              f"**Inicio:** {formats.fmt_datetime(run['inicio'])}",
              f"**Fin:** {formats.fmt_datetime(run['fin']) or '—'}"]
@@ -56,16 +56,23 @@ def show_run(run_id: int) -> None:
         st.info("Esta corrida no habló con Oppen por ninguna factura.")
         return
     st.markdown("**Facturas de la corrida**")
+    # The last error must be readable at 1400 px without scrolling sideways: local and
+    # day only when the run spans more than one (the heading names them otherwise), the
+    # HTTP status left to each attempt below, and the error wrapping in taller rows.
+    columns = {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto",
+               "en_esta_corrida": "En esta corrida", "estado": "Estado ahora",
+               "intentos_texto": "Intentos", "ultimo_error": "Último error"}
+    if {(i["local"], i["fecha"]) for i in items} == {(run["local"], run["fecha"])}:
+        del columns["local"], columns["fecha"]
     tables.show(
         tables.frame([{**i, "monto": tables.money(i["monto"]),
                        "estado": formats.STATE_LABELS.get(i["state"], i["state"])} for i in items],
-                     {"referencia": "Factura", "local": "Local", "fecha": "Día", "monto": "Monto",
-                      "en_esta_corrida": "En esta corrida", "estado": "Estado ahora",
-                      "intentos_texto": "Intentos", "http_status": "HTTP",
-                      "ultimo_error": "Último error"}),
-        key="corrida_facturas",
-        column_config={"Último error": tables.text_column("Último error", 420),
-                       "HTTP": st.column_config.NumberColumn("HTTP", width="small")})
+                     columns),
+        key="corrida_facturas", row_height=tables.row_height(i["ultimo_error"] for i in items),
+        column_config={**tables.widths({"Factura": 118, "Local": 88, "Día": 82, "Monto": 96,
+                                        "En esta corrida": 105, "Estado ahora": 92,
+                                        "Intentos": 90}),
+                       "Último error": tables.text_column("Último error", 210)})
 
     by_ref = {i["referencia"]: i for i in items}
     first = next((i["referencia"] for i in items if i["state"] != "sent"), items[0]["referencia"])
@@ -120,16 +127,20 @@ with errors.guarded():
     if not rows:
         st.info("No hay corridas con estos filtros.")
         st.stop()
+    # At 1400 px without scrolling sideways: the counts in one column ("2 de 3").
     event = tables.show(
         tables.frame([{**r, "inicio": tables.local_dt(r["inicio"]),
-                       "duracion": formats.duration(r["duracion_s"])} for r in rows],
+                       "enviadas": f"{formats.integer(r['exitosas'])} de "
+                                   f"{formats.integer(r['total'])}",
+                       "duracion": formats.run_duration(r["duracion_s"])} for r in rows],
                      {"id": "Corrida", "inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
                       "local": "Local", "fecha": "Día", "resultado": "Resultado",
-                      "total": "Facturas", "exitosas": "Enviadas", "fallidas": "No enviadas",
-                      "duracion": "Duración", "motivo": "Motivo"}),
+                      "enviadas": "Enviadas", "duracion": "Duración", "motivo": "Motivo"}),
         key="corridas_tabla", on_select="rerun", selection_mode="single-row",
-        column_config={**tables.count_columns("Corrida", "Facturas", "Enviadas", "No enviadas"),
-                       "Motivo": tables.text_column("Motivo", "medium")})
+        column_config={**tables.widths({"Corrida": 62, "Inicio": 118, "Tipo": 78, "Usuario": 75,
+                                        "Local": 85, "Día": 82, "Resultado": 85,
+                                        "Enviadas": 72, "Duración": 90}),
+                       "Motivo": tables.text_column("Motivo", 120)})
     st.caption(f"{formats.integer(len(rows))} corrida(s). Seleccioná una para ver su detalle.")
     picked = list(event.selection.rows) if event is not None else []
     if picked and picked[0] < len(rows):

@@ -78,22 +78,24 @@ with errors.guarded():
                "ultimo_intento": "Último intento", "http_status": "HTTP",
                "tipo_error": "Tipo de error", "error": "Error",
                "puede_estar": "¿Ya en Oppen?"}
+    # On screen the error must be readable without scrolling sideways at 1400 px: the
+    # attempts in one short column, the HTTP status and the last attempt's time left to
+    # the exports and to each run's detail, and the error wrapping in taller rows.
     event = tables.show(
-        tables.frame(display, columns),
+        tables.frame([{**d, "intentos": run_details.counts_text(counts[d["id"]])}
+                      for d in display], {**columns, "intentos": "Intentos"}),
         key=f"fallidas_tabla_{version}", on_select="rerun", selection_mode="multi-row",
-        column_config={"Día": st.column_config.DateColumn("Día", width=90),
-                       "Factura": st.column_config.TextColumn("Factura", width=130),
-                       "Local": st.column_config.TextColumn("Local", width=100),
-                       "Estado": st.column_config.TextColumn("Estado", width=80),
-                       "Monto": st.column_config.NumberColumn("Monto", width=110),
-                       "Último intento": st.column_config.DatetimeColumn("Último intento", width=130),
-                       "Tipo de error": st.column_config.TextColumn("Tipo de error", width=130),
+        column_order=("Factura", "Local", "Día", "Monto", "Estado", "Intentos",
+                      "Tipo de error", "Error", "¿Ya en Oppen?"),
+        row_height=tables.row_height(r["error"] for r in rows),
+        column_config={**tables.widths({"Día": 80, "Factura": 115, "Local": 85, "Estado": 70,
+                                        "Monto": 92, "Intentos": 70,
+                                        "Tipo de error": 100}),
                        "¿Ya en Oppen?": st.column_config.TextColumn(
-                           "¿Ya en Oppen?", width=95,
+                           "¿En Oppen?", width=72,
                            help="«Puede que sí»: un envío no tuvo respuesta clara; antes de "
                                 "reenviarla se la busca en Oppen, así que no se duplica."),
-                       **tables.count_columns("HTTP", "Envíos", "Consultas"),
-                       "Error": tables.text_column("Error", 330)})
+                       "Error": tables.text_column("Error", 200)})
     # The selection's row numbers refer to the table the person saw (the previous run's):
     # resolve them against that, by invoice id, not against rows just re-read.
     shown = st.session_state.get(f"fallidas_shown_{version}", [])
@@ -102,7 +104,9 @@ with errors.guarded():
     selected = [r for r in rows if r["id"] in picked]
     st.session_state[f"fallidas_shown_{version}"] = [r["id"] for r in rows]
     exported = [{**d, "monto": r["monto"]} for d, r in zip(display, rows)]
-    st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s)")
+    st.caption(f"{len(rows)} factura(s) · {len(selected)} seleccionada(s). El CSV y el Excel "
+               "traen también los envíos y las consultas por separado, el estado HTTP y el "
+               "último intento.")
     e1, e2, _ = st.columns([1, 1, 3])
     e1.download_button("Descargar CSV", tables.csv_bytes(exported, columns),
                        file_name=f"facturas-fallidas-{today.isoformat()}.csv",

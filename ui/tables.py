@@ -21,6 +21,17 @@ from sync.exports import csv_bytes, xlsx_bytes  # noqa: F401  (pages export thro
 from sync.state import read_models
 from ui import formats
 
+# Rows tall enough for three lines: the grid wraps text only in rows taller than 4rem
+# (Streamlit's rule), so a long error reads whole in a narrow column instead of pushing
+# the table sideways.
+WRAPPED_ROW_HEIGHT = 68
+
+
+def row_height(texts) -> int | None:
+    """Rows that wrap when some text (an error) would not fit one line; Streamlit's
+    default otherwise, so a table without errors stays compact."""
+    return WRAPPED_ROW_HEIGHT if any(len(t or "") > 30 for t in texts) else None
+
 # Whole numbers that name something (no thousands separator): Oppen's SerNr, an HTTP
 # status, an id.
 ID_TITLES = ("SerNr", "SerNr en Oppen", "HTTP", "Id", "Corrida", "Nº")
@@ -108,6 +119,12 @@ def local_dt(value: dt.datetime | None) -> dt.datetime | None:
     """A time from our tables as Argentina's wall clock, naive (for a table or an export)."""
     local = read_models.to_local(value)
     return local.replace(tzinfo=None) if local else None
+
+
+def widths(sizes: Mapping[str, int]) -> dict:
+    """Columns of a set width in pixels (title → px), so a table fits 1400 px without
+    scrolling sideways; each column's kind still follows its values."""
+    return {title: st.column_config.Column(title, width=px) for title, px in sizes.items()}
 
 
 def count_columns(*titles: str) -> dict:

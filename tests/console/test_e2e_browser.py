@@ -40,7 +40,8 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         page.get_by_label("Contraseña").fill("auditor-demo")
         page.get_by_role("button", name="Ingresar").click()
         page.get_by_role("heading", name="Vista previa").wait_for()
-        assert page.get_by_text("Cerrar sesión").is_visible()
+        # The sidebar is drawn after the page's heading: wait for it, do not peek.
+        page.get_by_text("Cerrar sesión").wait_for()
         # A reload keeps the login and the page (the signed session's cookie).
         page.reload()
         page.get_by_role("heading", name="Vista previa").wait_for()
@@ -82,9 +83,10 @@ def test_auditor_and_admin_in_a_real_browser(tmp_path, serve_console, browser):
         # --- and resends the failed invoice ----------------------------------------------------
         page.get_by_role("link", name="Facturas fallidas").click()
         page.get_by_role("heading", name="Facturas fallidas").wait_for()
-        [before] = wait_for_records(page, lambda r: len(r) == 1 and r[0]["Envíos"])
-        assert (before["Factura"], before["Local"], before["Estado"], before["Envíos"],
-                before["HTTP"]) == ("A 0006-00001691", "PALERMO", "Fallida", "1", "409")
+        [before] = wait_for_records(page, lambda r: len(r) == 1 and r[0]["Intentos"])
+        assert (before["Factura"], before["Local"], before["Estado"], before["Intentos"],
+                before["Tipo de error"]) == ("A 0006-00001691", "PALERMO", "Fallida",
+                                             "1 envío", "Duplicada en Oppen")
         screenshot(page, "e2e-3-admin-fallidas.png")
 
         # Select the row with the checkbox of the grid's first column.
