@@ -10,7 +10,7 @@ import streamlit as st
 
 from sync import alerts, background
 from sync.state import alerts as alert_rows
-from sync.state import queue, read_models, workers
+from sync.state import queue, read_models, run_details, workers
 from ui import errors, formats, session, tables
 
 SERIES = {"Enviadas": "enviadas", "Fallidas": "fallidas", "Inválidas": "invalidas",
@@ -63,7 +63,7 @@ def worker_section(engine, settings, user) -> None:
                    "oppen-sync-worker (systemctl status oppen-sync-worker).")
     if listing:
         st.markdown("**Workers**")
-        st.dataframe(tables.frame(
+        tables.show(tables.frame(
             [{"id": w["id"], "host": w["host"], "pid": w["pid"],
               "tipo": "de la consola" if w["embedded"] else "servicio",
               "estado": (workers.WORKER_STATE_LABELS.get(w["state"], w["state"]) if w["alive"]
@@ -71,13 +71,14 @@ def worker_section(engine, settings, user) -> None:
               "latido": tables.local_dt(w["heartbeat_at"]), "corrida": w["run_id"],
               "hechas": w["runs_done"]} for w in listing[:20]],
             {"id": "Worker", "host": "Equipo", "pid": "PID", "tipo": "Tipo", "estado": "Estado",
-             "latido": "Último latido", "corrida": "Corrida actual", "hechas": "Corridas"}),
-            hide_index=True, width="stretch", key="monitoreo_workers",
+             "latido": "Último latido", "corrida": "Corrida actual", "hechas": "Corridas"},
+            ids=("PID", "Corrida actual")),
+            key="monitoreo_workers",
             column_config={"Último latido": tables.datetime_column("Último latido"),
                            **tables.count_columns("PID", "Corrida actual", "Corridas")})
     if runs_now:
         st.markdown("**Cola**")
-        st.dataframe(tables.frame(
+        tables.show(tables.frame(
             [{"id": r["id"], "tipo": read_models.RUN_KIND_LABELS.get(r["kind"], r["kind"]),
               "local": r["local"] or "varios", "fecha": r["fecha"],
               "usuario": r["username"] or "automático",
@@ -89,7 +90,7 @@ def worker_section(engine, settings, user) -> None:
             {"id": "N.º", "tipo": "Tipo", "local": "Local", "fecha": "Día", "usuario": "Pedida por",
              "estado": "Estado", "avance": "Avance", "desde": "En cola desde",
              "cancelar": "Cancelación"}),
-            hide_index=True, width="stretch", key="monitoreo_cola",
+            key="monitoreo_cola",
             column_config={"Día": tables.date_column("Día"),
                            "En cola desde": tables.datetime_column("En cola desde"),
                            **tables.count_columns("N.º")})
@@ -105,7 +106,7 @@ def worker_section(engine, settings, user) -> None:
                 st.success(text)
     if waiting:
         st.markdown("**Facturas en espera** (salen solas, salvo las que requieren atención)")
-        st.dataframe(tables.frame(
+        tables.show(tables.frame(
             [{"referencia": w["reference"], "local": w["local"], "fecha": w["fecha"],
               "estado": formats.STATE_LABELS.get(w["state"], w["state"]),
               "reintentos": w["retry_count"] or 0,
@@ -114,7 +115,7 @@ def worker_section(engine, settings, user) -> None:
             {"referencia": "Factura", "local": "Local", "fecha": "Día", "estado": "Estado",
              "reintentos": "Reintentos automáticos", "proximo": "Próximo reintento",
              "por_que": "Por qué espera"}),
-            hide_index=True, width="stretch", key="monitoreo_espera",
+            key="monitoreo_espera",
             column_config={"Día": tables.date_column("Día"),
                            "Próximo reintento": tables.datetime_column("Próximo reintento"),
                            **tables.count_columns("Reintentos automáticos")})
@@ -210,42 +211,45 @@ with errors.guarded():
     else:
         st.caption("La última conciliación de cada local/día, por día; el detalle está en "
                    "la página Conciliación.")
-        st.dataframe(
+        tables.show(
             tables.frame([{**r, "conciliado_en": tables.local_dt(r["conciliado_en"])}
                           for r in reconciled],
                          {"fecha": "Día", "locales": "Locales", "cuadran": "Cuadran",
                           "no_cuadran": "No cuadran", "excluidos": "Excluidos",
                           "conciliado_en": "Última conciliación"}),
-            hide_index=True, width="stretch", key="monitoreo_conciliacion",
+            key="monitoreo_conciliacion",
             column_config={"Día": tables.date_column("Día"),
                            "Última conciliación": tables.datetime_column("Última conciliación"),
                            **tables.count_columns("Locales", "Cuadran", "No cuadran",
                                                   "Excluidos")})
 
     st.subheader("Historial de sincronizaciones")
-    runs = read_models.run_history(engine, settings, limit=200)
+    # Each run's outcome in words (completa, parcial, fallida…), as Corridas says it. The
+    # message (the error) must show at 1400 px without scrolling sideways: who and why
+    # are in Corridas, one click away.
+    runs = run_details.runs(engine, settings, limit=200)
     if not runs:
         st.info("Todavía no hubo sincronizaciones.")
     else:
-        st.dataframe(
+        tables.show(
             tables.frame(
                 [{**r, "inicio": tables.local_dt(r["inicio"]),
-                  "duracion": formats.duration(r["duracion_s"]),
+                  "enviadas": f"{formats.integer(r['exitosas'])} de {formats.integer(r['total'])}",
+                  "duracion": formats.run_duration(r["duracion_s"]),
                   "detalle": f"corridas?corrida={r['id']}"}
                  for r in runs],
-                {"detalle": "Corrida", "inicio": "Inicio", "tipo": "Tipo", "usuario": "Usuario",
-                 "local": "Local", "fecha": "Día", "estado": "Resultado",
-                 "total": "Facturas", "exitosas": "Enviadas", "fallidas": "Fallidas",
-                 "duracion": "Duración", "motivo": "Motivo", "mensaje": "Mensaje"}),
-            hide_index=True, width="stretch", key="monitoreo_historial",
+                {"detalle": "Corrida", "inicio": "Inicio", "tipo": "Tipo", "local": "Local",
+                 "fecha": "Día", "resultado": "Resultado", "enviadas": "Enviadas",
+                 "duracion": "Duración", "mensaje": "Mensaje"}),
+            key="monitoreo_historial",
             column_config={
                 # A link to the run's detail (Corridas, ?corrida=N), written 'N.º 12'.
                 "Corrida": st.column_config.LinkColumn(
-                    "Corrida", display_text=r"corrida=(\d+)$", width="small",
+                    "Corrida", display_text=r"corrida=(\d+)$", width=62,
                     help="Abre el detalle de la corrida: cada factura y cada intento."),
-                "Inicio": tables.datetime_column("Inicio"),
-                "Día": tables.date_column("Día"),
-                **tables.count_columns("Facturas", "Enviadas", "Fallidas")})
+                **tables.widths({"Inicio": 120, "Tipo": 80, "Local": 90, "Día": 82,
+                                 "Resultado": 85, "Enviadas": 72, "Duración": 90}),
+                "Mensaje": tables.text_column("Mensaje", 200)})
         session.page_link(st, "pages/corridas.py",
                           "Todas las corridas, con filtros por local, usuario, tipo y resultado",
                           icon=":material/history:")

@@ -1,5 +1,5 @@
 """How a value reads on screen, in Argentina's formats whatever the browser says:
-`$ 15.000,50`, `1.234`, `24/11/2026`, `24/11/2026 05:20`, `12,5 %`, `0,8 s`; a blank,
+`$ 15.000,50`, `1.234`, `24/11/2026`, `24/11/2026 05:20`, `12,5 %`, `0,8 s`, `45 ms`; a blank,
 never "None"; text from the database or Oppen shown literally. Pure functions: no
 Streamlit here.
 """
@@ -79,16 +79,32 @@ def percent(part: int, whole: int) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """'0,8 s', '12,4 s' under a minute (decimals matter there), '3 min 05 s', '2 h 04 min'."""
+    """'45 ms' under a tenth of a second, '0,8 s', '12,4 s' under a minute (decimals
+    matter there), '3 min 05 s', '2 h 04 min'."""
     if seconds is None:
         return ""
     seconds = max(0.0, float(seconds))
+    if seconds < 0.1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 60:
         return f"{decimal(seconds)} s"
     whole = int(round(seconds))
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def run_duration(seconds: float | None) -> str:
+    """A run's duration from its start and end. Those are stored to the whole second
+    (schema.utcnow, db_now; DATETIME on MySQL), so a decimal would be invented: a whole
+    number of seconds reads 'menos de 1 s', '12 s'; a duration with a fraction (times
+    stored with their fraction) reads like `duration`."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, float(seconds))
+    if seconds.is_integer() and seconds < 60:
+        return "menos de 1 s" if seconds < 1 else f"{int(seconds)} s"
+    return duration(seconds)
 
 
 def fmt_time(value: dt.datetime | None) -> str:

@@ -216,5 +216,5 @@ def test_monitoreo_shows_the_last_reconciliation_of_each_day(console_env, app):
     assert list(table["No cuadran"]) == [1]
     assert table["Día"][0] == yesterday()
     assert "Conciliación" in set(next(f.value for f in at.dataframe
-                                      if "Tipo" in f.value.columns)["Tipo"])
+                                      if "Resultado" in f.value.columns)["Tipo"])
     assert "MATRIZ" not in " ".join(texts(at))

@@ -6,7 +6,9 @@ HTTP or the database."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -474,11 +476,42 @@ def test_monitoreo_empty_then_with_runs(console_env, app):
     assert any("enviadas / (todas menos excluidas) = 7 / 8" in c.value for c in at.caption)
     history = at.dataframe[-1].value
     assert list(history["Local"]) == ["PALERMO", "MATRIZ"]
-    assert set(history["Tipo"]) == {"Auditoría"} and set(history["Usuario"]) == {"ana"}
-    # Each run links to its detail (Corridas, ?corrida=N); durations under a minute with
-    # a decimal comma.
+    assert set(history["Tipo"]) == {"Auditoría"}
+    # Each run's outcome in words, as Corridas says it (not "terminada" for a partial one).
+    assert list(history["Resultado"]) == ["parcial", "completa"]
+    assert list(history["Enviadas"]) == ["2 de 3", "5 de 5"]
+    # Each run links to its detail (Corridas, ?corrida=N); its duration is as precise as
+    # its stored start and end (whole seconds), never an invented decimal.
     assert all(link.startswith("corridas?corrida=") for link in history["Corrida"])
-    assert all(d.endswith(" s") and "," in d for d in history["Duración"])
+    assert all(re.fullmatch(r"menos de 1 s|\d+ s", d) for d in history["Duración"])
+    # Every table says a missing value with a blank, never Streamlit's "None".
+    assert all(t.proto.HasField("placeholder") and t.proto.placeholder == ""
+               for t in at.dataframe)
+
+
+def test_monitoreo_idle_worker_has_a_blank_run(console_env, app):
+    from sync.state import workers
+
+    settings = load_settings()
+    workers.register(console_env["engine"], worker_id="w-ocioso", target=settings.target,
+                     host="servidor", pid=12345, embedded=False)
+    at = app("pages/monitoreo.py", BETO).run()
+    no_exception(at)
+    table = find_table(at, "Corrida actual")
+    row = table[table["Worker"] == "w-ocioso"].iloc[0]
+    assert row["PID"] == 12345
+    assert row["Corrida actual"] == "" or pd.isna(row["Corrida actual"])
+    assert all(t.proto.placeholder == "" for t in at.dataframe)
+
+
+def test_durations_in_argentine_format():
+    from ui import formats
+
+    assert [formats.duration(s) for s in (0.004, 0.8, 12.44, 185, 7440)] == [
+        "4 ms", "0,8 s", "12,4 s", "3 min 05 s", "2 h 04 min"]
+    # A run's start and end are stored to the second: no decimal is invented for them.
+    assert [formats.run_duration(s) for s in (0.0, 1.0, 12.0, 12.4, 185.0, None)] == [
+        "menos de 1 s", "1 s", "12 s", "12,4 s", "3 min 05 s", ""]
 
 
 def test_probar_conexion(console_env, app, monkeypatch):
