@@ -21,6 +21,9 @@ from __future__ import annotations
 import streamlit as st
 
 COOKIE = "oppen_consola_sesion"
+# Up to this width Streamlit starts with its sidebar closed and lays it over the page
+# (its "md" breakpoint): there it must close again once a page is chosen.
+PHONE_MAX_WIDTH = 768
 
 _JS = """
 export default function (component) {
@@ -45,7 +48,7 @@ export default function (component) {
     window.__oppenSidebarCloser = true;
     document.addEventListener("click", (event) => {
       const link = event.target.closest && event.target.closest('[data-testid="stSidebarNav"] a');
-      if (!link || window.innerWidth > 640) return;
+      if (!link || window.innerWidth > __PHONE_MAX_WIDTH__) return;
       setTimeout(() => {
         const close = document.querySelector('[data-testid="stSidebarCollapseButton"] button')
           || document.querySelector('[data-testid="stSidebar"] [data-testid="stBaseButton-headerNoPadding"]');
@@ -56,7 +59,8 @@ export default function (component) {
 }
 """
 
-_component = st.components.v2.component("oppen_consola_navegador", js=_JS)
+_component = st.components.v2.component(
+    "oppen_consola_navegador", js=_JS.replace("__PHONE_MAX_WIDTH__", str(PHONE_MAX_WIDTH)))
 
 
 def sync_browser(token: str | None, max_age: int, *, write: bool) -> None:

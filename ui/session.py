@@ -25,6 +25,9 @@ from ui import live
 
 logger = logging.getLogger("console")
 
+# Up to this width Streamlit starts with its sidebar closed and lays it over the page.
+PHONE_MAX_WIDTH = browser.PHONE_MAX_WIDTH
+
 # The target's colour and what it means (its name is `settings.env_label`).
 BADGES = {
     "sandbox": ("#1d4ed8", "las facturas NO llegan a Oppen"),
@@ -296,16 +299,21 @@ def logout(settings: Settings) -> None:
 
 def env_badge(settings: Settings, *, phone_only: bool = False) -> None:
     """The target in a colour that cannot be missed (sidebar and login). `phone_only`:
-    the copy at the top of every page, shown only on a narrow screen, where the sidebar
-    is closed. (Our own constant HTML: no text from the database goes in it.)"""
+    the copy at the top of every page, shown whenever the sidebar is closed: on a phone
+    or a tablet (Streamlit closes it up to 768 px wide) and when someone closes it on a
+    wide screen. (Our own constant HTML: no text from the database goes in it.)"""
     color, text = BADGES[settings.oppen_env]
     label = settings.env_label
     css = ""
     klass = "oppen-target"
     if phone_only:
         klass = "oppen-target-phone"
+        # The media query alone covers every narrow screen; :has() also covers a sidebar
+        # closed by hand (Streamlit marks it data-collapsed).
         css = ("<style>.oppen-target-phone{display:none}"
-               "@media (max-width: 640px){.oppen-target-phone{display:block}}</style>")
+               f"@media (max-width: {PHONE_MAX_WIDTH}px){{.oppen-target-phone{{display:block}}}}"
+               '.stApp:has([data-testid="stSidebar"][data-collapsed="true"]) '
+               ".oppen-target-phone{display:block}</style>")
     st.markdown(
         f'{css}<div class="{klass}" data-testid="{klass}" style="background:{color};color:#fff;'
         f'border-radius:10px;padding:0.6rem 0.8rem;text-align:center;margin-bottom:0.5rem">'
