@@ -9,6 +9,7 @@ must look the invoice up in Oppen before posting it again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -331,34 +332,113 @@ _CLAIMED = sa.select(_T.c.id, _T.c.needs_lookup).where(_T.c.id.in_(_IDS),
                                                        _T.c.state == SENDING)
 
 
-def _sent_clears(column: sa.Column, value=None):
-    """A sent invoice is never retried on its own: its schedule is cleared."""
-    return sa.case((sa.bindparam("b_state") == SENT, value), else_=column)
+# One outcome's values, as the batch statement below carries them per row.
+_OUTCOME_COLUMNS = (("b_id", sa.BigInteger()), ("b_state", sa.String(16)),
+                    ("b_lookup", sa.Boolean()), ("b_sernr", sa.BigInteger()),
+                    ("b_total", sa.Numeric(15, 2)), ("b_posts", sa.Integer()),
+                    ("b_error", sa.Text()), ("b_kind", sa.String(32)),
+                    ("b_status", sa.Integer()), ("b_req", sa.Text()), ("b_resp", sa.Text()))
+RECORD_SIZES = (1, 4, 16, 64, 256)   # a batch is padded up to the next of these
 
 
-# One outcome, written where the claim is still this run's (executemany: a row each).
-_RECORD = (sa.update(_T)
-           .where(_T.c.id == sa.bindparam("b_id"), _T.c.claim_owner == sa.bindparam("b_owner"))
-           .values(state=sa.bindparam("b_state"), needs_lookup=sa.bindparam("b_lookup"),
-                   sernr=sa.func.coalesce(sa.bindparam("b_sernr", type_=sa.BigInteger),
-                                          _T.c.sernr),
-                   total_oppen=sa.func.coalesce(
-                       sa.bindparam("b_total", type_=sa.Numeric(15, 2)), _T.c.total_oppen),
-                   attempts=_T.c.attempts + sa.bindparam("b_posts", type_=sa.Integer),
-                   last_error=sa.bindparam("b_error"),
-                   error_kind=sa.bindparam("b_kind"),
-                   last_http_status=sa.bindparam("b_status", type_=sa.Integer),
-                   request_body=sa.func.coalesce(sa.bindparam("b_req", type_=sa.Text),
-                                                 _T.c.request_body),
-                   response_body=sa.func.coalesce(sa.bindparam("b_resp", type_=sa.Text),
-                                                  _T.c.response_body),
-                   claim_owner=None, claim_until=None,
-                   updated_at=sa.bindparam("b_now", type_=sa.DateTime),
-                   sent_at=_sent_clears(_T.c.sent_at, sa.bindparam("b_now", type_=sa.DateTime)),
-                   next_attempt_at=_sent_clears(_T.c.next_attempt_at),
-                   retry_count=_sent_clears(_T.c.retry_count, 0),
-                   first_attempt_at=_sent_clears(_T.c.first_attempt_at),
-                   attention_at=_sent_clears(_T.c.attention_at)))
+def _record_statement(size: int) -> sa.Update:
+    """A batch of outcomes written by one UPDATE joined to its rows (`size` of them), each
+    where the claim is still this run's."""
+    rows = [sa.select(*(sa.bindparam(f"r{i}_{name}", type_=type_).label(name)
+                        for name, type_ in _OUTCOME_COLUMNS)) for i in range(size)]
+    v = (sa.union_all(*rows) if size > 1 else rows[0]).subquery("v")
+    now = sa.bindparam("b_now", type_=sa.DateTime)
+
+    def sent_clears(column: sa.Column, value=None):
+        # A sent invoice is never retried on its own: its schedule is cleared.
+        return sa.case((v.c.b_state == SENT, value), else_=column)
+
+    return (sa.update(_T)
+            .where(_T.c.id == v.c.b_id, _T.c.claim_owner == sa.bindparam("b_owner"))
+            .values(state=v.c.b_state, needs_lookup=v.c.b_lookup,
+                    sernr=sa.func.coalesce(v.c.b_sernr, _T.c.sernr),
+                    total_oppen=sa.func.coalesce(v.c.b_total, _T.c.total_oppen),
+                    attempts=_T.c.attempts + v.c.b_posts,
+                    last_error=v.c.b_error, error_kind=v.c.b_kind,
+                    last_http_status=v.c.b_status,
+                    request_body=sa.func.coalesce(v.c.b_req, _T.c.request_body),
+                    response_body=sa.func.coalesce(v.c.b_resp, _T.c.response_body),
+                    claim_owner=None, claim_until=None, updated_at=now,
+                    sent_at=sent_clears(_T.c.sent_at, now),
+                    next_attempt_at=sent_clears(_T.c.next_attempt_at),
+                    retry_count=sent_clears(_T.c.retry_count, 0),
+                    first_attempt_at=sent_clears(_T.c.first_attempt_at),
+                    attention_at=sent_clears(_T.c.attention_at)))
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A statement compiled once for a dialect, run through the driver with its values in
+    order. SQLAlchemy's per-execution work (a cache key over every bound parameter, then
+    each parameter resolved by name) grows with a statement's parameters: for a batch of
+    256 outcomes it cost more than the database's own work."""
+    sql: str
+    slots: tuple[tuple[str | None, object, object], ...]   # (name, constant, processor)
+    statement: sa.Executable
+
+    @classmethod
+    def compile(cls, statement, dialect, types: Mapping[str, sa.types.TypeEngine]):
+        compiled = statement.compile(dialect=dialect)
+        if not compiled.positional:     # a driver with named parameters: SQLAlchemy's way
+            return cls("", (), statement)
+        slots = []
+        for name in compiled.positiontup:
+            type_ = types.get(name)
+            if type_ is None:       # a constant of the statement (`'sent'`, 0, NULL)
+                bind = compiled.binds[name]
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                slots.append((None, bind.value if processor is None or bind.value is None
+                              else processor(bind.value), None))
+            else:
+                slots.append((name, None, type_.dialect_impl(dialect).bind_processor(dialect)))
+        return cls(compiled.string, tuple(slots), statement)
+
+    def execute(self, conn: Connection, values: Mapping[str, object]) -> None:
+        if not self.sql:
+            conn.execute(self.statement, values)
+            return
+        args = []
+        for name, constant, processor in self.slots:
+            value = constant if name is None else values[name]
+            args.append(value if processor is None or value is None else processor(value))
+        conn.exec_driver_sql(self.sql, tuple(args))
+
+
+@functools.lru_cache(maxsize=64)
+def _record_for(dialect, size: int) -> _DriverStatement:
+    types = {f"r{i}_{name}": type_ for i in range(size) for name, type_ in _OUTCOME_COLUMNS}
+    types.update(b_owner=sa.String(), b_now=sa.DateTime())
+    return _DriverStatement.compile(_record_statement(size), dialect, types)
+
+
+def _write_outcomes(conn: Connection, owner: str, now: dt.datetime,
+                    outcomes: Sequence[Outcome]) -> None:
+    """The outcomes in one statement per RECORD_SIZES[-1] of them: MySQL's driver sends
+    an executemany of an UPDATE row by row, a round trip and a parse each, which cost
+    more of the sync's CPU than the POST itself. A few fixed sizes, padded with rows that
+    match nothing, keep the compiled statements few."""
+    for start in range(0, len(outcomes), RECORD_SIZES[-1]):
+        part = outcomes[start:start + RECORD_SIZES[-1]]
+        size = next(s for s in RECORD_SIZES if s >= len(part))
+        values: dict = {"b_owner": owner, "b_now": now}
+        for i in range(size):
+            if i < len(part):
+                o = part[i]
+                row = (o.state_id, o.state, o.needs_lookup, o.sernr, o.total_oppen, o.posts,
+                       clip(o.error, 4000),
+                       (o.error_kind or schema.ERROR_UNKNOWN) if o.error else None,
+                       o.http_status, clip(o.request_body), clip(o.response_body))
+            else:
+                row = (None,) * len(_OUTCOME_COLUMNS)   # matches no row
+            values.update(zip((f"r{i}_{name}" for name, _ in _OUTCOME_COLUMNS), row))
+        _record_for(conn.dialect, size).execute(conn, values)
+
+
 _INSERT_ATTEMPTS = sa.insert(oppen_attempts)
 
 
@@ -449,13 +529,7 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
         if unsent and schedule is not None:
             _write_schedule(conn, owner, unsent, schedule, fresh)
         if outcomes:
-            conn.execute(_RECORD, [
-                {"b_id": o.state_id, "b_owner": owner, "b_now": now, "b_state": o.state,
-                 "b_lookup": o.needs_lookup, "b_sernr": o.sernr, "b_total": o.total_oppen,
-                 "b_posts": o.posts, "b_error": clip(o.error, 4000),
-                 "b_kind": (o.error_kind or schema.ERROR_UNKNOWN) if o.error else None,
-                 "b_status": o.http_status, "b_req": clip(o.request_body),
-                 "b_resp": clip(o.response_body)} for o in outcomes])
+            _write_outcomes(conn, owner, now, outcomes)
             attempts = [{"oppen_invoice_id": o.state_id, "run_id": run_id, "kind": a.kind,
                          "at": a.at, "duration_ms": a.duration_ms, "http_status": a.http_status,
                          "outcome": a.outcome, "error": clip(a.error, 4000),
