@@ -103,6 +103,47 @@ def test_claims_are_exclusive_and_an_expired_one_is_taken_over_for_a_lookup(engi
     assert row["total_oppen"] == 10 and row["sent_at"] is not None
 
 
+def test_a_batch_past_one_statement_writes_each_outcome_to_its_own_row_only(engine):
+    """300 outcomes (one full statement of 256 and one padded one), each different, and one
+    invoice another run holds: every row gets exactly its own outcome."""
+    with engine.begin() as conn:
+        conn.execute(sa.insert(schema.facturas_trns), [
+            {"local": "MATRIZ", "fecha": dt.datetime.combine(DAY, dt.time(10)), "tipo": "A",
+             "punto_venta": "5", "nro_factura": str(n), "monto": n, "estado": "ok"}
+            for n in range(1, 302)])
+    regs = binder.register(engine, TARGET, _facturas(engine), SEED_PROFILE, TODAY)
+    ours, theirs = schema.new_owner(), schema.new_owner()
+    *mine, other = [r.state_id for r in regs]
+    assert len(binder.claim(engine, mine, ours, 60)) == 300
+    binder.claim(engine, [other], theirs, 60)
+    states = (schema.SENT, schema.FAILED, schema.PENDING, schema.CONFLICT)
+    outcomes = [Outcome(sid, f"ref {sid}", states[n % 4], n % 3 == 0,
+                        sernr=10_000 + n if n % 4 == 0 else None,
+                        error=None if n % 4 == 0 else f"error {n} ñ",
+                        error_kind=None if n % 4 == 0 else schema.ERROR_REJECTED,
+                        http_status=200 + n, posts=n % 2, total_oppen=n + 0.5 if n % 4 == 0 else None,
+                        request_body=f"req {n}", response_body=f"resp {n}")
+                for n, sid in enumerate(mine)]
+    binder.record(engine, ours, None, outcomes + [Outcome(other, "x", schema.SENT, False, sernr=1)])
+    t = schema.oppen_invoices
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(t))}
+    for n, sid in enumerate(mine):
+        row = rows[sid]
+        assert (row.state, bool(row.needs_lookup), row.last_http_status, row.attempts,
+                row.request_body, row.response_body, row.claim_owner) == (
+            states[n % 4], n % 3 == 0, 200 + n, n % 2, f"req {n}", f"resp {n}", None), n
+        if n % 4 == 0:
+            assert (row.sernr, float(row.total_oppen), row.last_error) == (10_000 + n, n + 0.5,
+                                                                          None)
+            assert row.sent_at is not None and row.next_attempt_at is None
+        else:
+            assert (row.sernr, row.last_error, row.error_kind) == (
+                None, f"error {n} ñ", schema.ERROR_REJECTED)
+            assert row.sent_at is None
+    assert (rows[other].state, rows[other].claim_owner) == (schema.SENDING, theirs)
+
+
 def test_mark_pending_says_why_and_release_hands_claims_back_for_a_lookup(engine):
     add_factura(engine, "MATRIZ", "A", "5", "1", 10)
     add_factura(engine, "MATRIZ", "A", "5", "2", 20)
