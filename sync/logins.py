@@ -101,13 +101,19 @@ def _lock_for(conn, column, value: str, now: dt.datetime) -> Lock | None:
 
 def lockout(engine: Engine, username: str | None, client: str | None,
             now: dt.datetime | None = None) -> Lock | None:
-    """The lock in force for this user name or this client (the longer one), or None."""
+    """The lock in force for this user name or this client (the longer one), or None.
+
+    A client whose address is unknown (Streamlit gives none behind localhost or a proxy
+    on the same host) is never locked as a client: every person would share that one
+    "client", and five wrong passwords from anyone would lock everybody out. The lock by
+    user name still holds for them."""
     now = now or schema.utcnow()
     t = schema.oppen_logins
     with schema.reading(engine) as conn:
+        by_client = (None if _client(client) == UNKNOWN_CLIENT
+                     else _lock_for(conn, t.c.client, _client(client), now))
         locks = [lock for lock in (_lock_for(conn, t.c.username, _name(username), now),
-                                   _lock_for(conn, t.c.client, _client(client), now))
-                 if lock is not None]
+                                   by_client) if lock is not None]
     return max(locks, key=lambda lock: lock.until) if locks else None
 
 

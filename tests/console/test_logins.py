@@ -75,6 +75,19 @@ def test_one_client_is_locked_across_user_names(engine, settings):
                          now=T0 + dt.timedelta(seconds=11)).username == "ana"
 
 
+def test_an_unknown_client_is_not_one_client_for_everybody(engine, settings):
+    """Behind localhost or a proxy on the same host every login comes without an address:
+    wrong passwords for five names lock those names, not every person of the chain."""
+    for i, name in enumerate(["a", "b", "c", "d", "e"]):
+        with pytest.raises(LoginFailed):
+            logins.log_in(engine, settings, name, "x", None, now=T0 + dt.timedelta(seconds=i))
+    assert logins.log_in(engine, settings, "ana", PASSWORDS["ana"], None,
+                         now=T0 + dt.timedelta(seconds=10)).username == "ana"
+    fail(engine, settings, 5, user="b", client=None, at=T0 + dt.timedelta(seconds=20))
+    with pytest.raises(logins.LoginThrottled, match="para este usuario"):
+        logins.log_in(engine, settings, "b", "x", None, now=T0 + dt.timedelta(seconds=30))
+
+
 def test_failures_older_than_the_window_do_not_count(engine, settings):
     fail(engine, settings, 4)
     fail(engine, settings, 1, at=T0 + dt.timedelta(minutes=16))
