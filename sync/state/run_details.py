@@ -236,6 +236,14 @@ def runs_of_invoice(engine: Engine, state_id: int) -> list[int]:
             a.c.oppen_invoice_id == state_id, a.c.run_id.is_not(None))).scalars()}, reverse=True)
 
 
+_A, _T = schema.oppen_attempts, schema.oppen_invoices
+DETAIL_ATTEMPT_COLUMNS = (_A.c.id, _A.c.oppen_invoice_id, _A.c.kind, _A.c.at, _A.c.outcome,
+                          _A.c.http_status, _A.c.duration_ms, _A.c.error, _A.c.response_body)
+DETAIL_INVOICE_COLUMNS = (_T.c.id, _T.c.factura_id, _T.c.reference, _T.c.official_sernr,
+                          _T.c.local, _T.c.fecha, _T.c.monto, _T.c.state, _T.c.sernr,
+                          _T.c.needs_lookup, _T.c.request_body)
+
+
 def detail(engine: Engine, settings: Settings, run_id: int) -> dict | None:
     """Everything about one run, or None when it does not exist for this target."""
     r, a, t = schema.oppen_runs, schema.oppen_attempts, schema.oppen_invoices
@@ -245,12 +253,14 @@ def detail(engine: Engine, settings: Settings, run_id: int) -> dict | None:
         if row is None:
             return None
         now = schema.db_now(conn)
-        attempts = conn.execute(sa.select(a).where(a.c.run_id == run_id)
+        # Only the columns shown: a resend of thousands of invoices reads as many rows,
+        # and on MariaDB the driver's decoding of every column was most of the time.
+        attempts = conn.execute(sa.select(*DETAIL_ATTEMPT_COLUMNS).where(a.c.run_id == run_id)
                                 .order_by(a.c.at, a.c.id)).all()
         ids = sorted({x.oppen_invoice_id for x in attempts})
         invoices = {}
         for part in schema.chunks(ids):
-            for inv in conn.execute(sa.select(t).where(t.c.id.in_(part))):
+            for inv in conn.execute(sa.select(*DETAIL_INVOICE_COLUMNS).where(t.c.id.in_(part))):
                 invoices[inv.id] = inv._mapping
     run = _run(row._mapping, now, settings.lease_seconds)
     secrets = _secrets(settings)

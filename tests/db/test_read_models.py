@@ -207,6 +207,49 @@ def test_errors_by_kind_reads_the_recorded_kind(engine, settings):
     assert rows["A 0001-00000010"]["tipo_error"] == "Otro"
 
 
+def test_failed_invoices_page_of_a_history(engine, settings):
+    """The page is the first `limit` problem rows, newest day first then local and
+    reference, each with its own last attempt; pending rows of a local/day whose run is
+    alive are that run's (unless they carry an error), an abandoned claim is pending."""
+    now = schema.utcnow()
+    rows = [("MATRIZ", DAY, 1, "pending", None), ("MATRIZ", DAY, 2, "pending", "auth"),
+            ("MATRIZ", DAY, 3, "sending", None), ("MATRIZ", DAY, 4, "sending", None),
+            ("MATRIZ", DAY, 5, "failed", "rejected"), ("PALERMO", DAY, 6, "pending", None),
+            ("BELGRANO", DAY2, 7, "invalid", "invalid"), ("BELGRANO", DAY2, 8, "sent", None),
+            ("ALMAGRO", DAY, 9, "conflict", "conflict")]
+    with engine.begin() as conn:
+        for local, fecha, n, state, kind in rows:
+            conn.execute(sa.insert(schema.oppen_invoices).values(
+                id=n, target=settings.target, factura_id=n, local=local, fecha=fecha,
+                reference=f"A 0001-{10 - n:08d}", state=state, needs_lookup=False,
+                attempts=2, last_error=None if kind is None else f"error {n}", error_kind=kind,
+                claim_until=now + dt.timedelta(hours=-1 if n == 3 else 1),
+                created_at=now, updated_at=now))
+        for n, minutes, kind in ((5, 1, "post"), (5, 9, "lookup"), (5, 4, "post"), (2, 3, "post")):
+            conn.execute(sa.insert(schema.oppen_attempts).values(
+                oppen_invoice_id=n, kind=kind, at=dt.datetime(2025, 1, 6, 10, minutes),
+                outcome="rejected"))
+        # MATRIZ's run is alive; PALERMO's died (its lease is over).
+        for local, hours in (("MATRIZ", 1), ("PALERMO", -1)):
+            conn.execute(sa.insert(schema.oppen_run_locks).values(
+                target=settings.target, local=local, fecha=DAY, run_id=1, owner="x",
+                lease_until=now + dt.timedelta(hours=hours)))
+    page = read_models.failed_invoices(engine, settings)
+    assert [(r["local"], r["id"], r["estado"]) for r in page] == [
+        ("BELGRANO", 7, "invalid"), ("ALMAGRO", 9, "conflict"), ("MATRIZ", 5, "failed"),
+        ("MATRIZ", 3, "pending"), ("MATRIZ", 2, "pending"), ("PALERMO", 6, "pending")]
+    by_id = {r["id"]: r for r in page}
+    assert by_id[5]["ultimo_intento"] == dt.datetime(2025, 1, 6, 10, 9)
+    assert by_id[2]["ultimo_intento"] == dt.datetime(2025, 1, 6, 10, 3)
+    assert by_id[7]["ultimo_intento"] is None
+    assert by_id[3]["error"] == read_models.ABANDONED
+    assert [r["id"] for r in read_models.failed_invoices(engine, settings, limit=3)] == [7, 9, 5]
+    assert [r["id"] for r in read_models.failed_invoices(
+        engine, settings, estados=["pending"], local="MATRIZ")] == [3, 2]
+    assert [r["id"] for r in read_models.failed_invoices(
+        engine, settings, estados=["failed", "conflict"], hasta=DAY)] == [9, 5]
+
+
 def test_run_history_and_live_runs(synced, settings):
     history = read_models.run_history(synced, settings)
     assert len(history) == 5
