@@ -188,7 +188,7 @@ def register(engine: Engine, target: str, facturas: Sequence[Mapping], profile: 
             all_ours = True
             try:
                 with conn.begin_nested():
-                    conn.execute(sa.insert(t), new_rows)
+                    insert_rows(conn, t, new_rows)
             except IntegrityError:
                 all_ours = False
                 # Another process registered some of them first: theirs stand.
@@ -408,6 +408,31 @@ class _DriverStatement:
             args.append(value if processor is None or value is None else processor(value))
         conn.exec_driver_sql(self.sql, tuple(args))
 
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
+        """One row of values each (MySQL's driver makes an INSERT of many rows one
+        statement; SQLite steps through them in C)."""
+        if not self.sql:
+            conn.execute(self.statement, list(rows))
+            return
+        conn.exec_driver_sql(self.sql, [tuple(
+            constant if name is None else (
+                row[name] if processor is None or row[name] is None else processor(row[name]))
+            for name, constant, processor in self.slots) for row in rows])
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_for(dialect, table: sa.Table, names: tuple[str, ...]) -> _DriverStatement:
+    """An INSERT of these columns of `table`, a row per dict (the hot path's inserts)."""
+    statement = sa.insert(table).values(
+        {name: sa.bindparam(name, type_=table.c[name].type) for name in names})
+    return _DriverStatement.compile(statement, dialect, {n: table.c[n].type for n in names})
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping]) -> None:
+    """Rows that all have the same keys, inserted through the driver in one executemany."""
+    if rows:
+        _insert_for(conn.dialect, table, tuple(rows[0])).execute_many(conn, rows)
+
 
 @functools.lru_cache(maxsize=64)
 def _record_for(dialect, size: int) -> _DriverStatement:
@@ -439,7 +464,6 @@ def _write_outcomes(conn: Connection, owner: str, now: dt.datetime,
         _record_for(conn.dialect, size).execute(conn, values)
 
 
-_INSERT_ATTEMPTS = sa.insert(oppen_attempts)
 
 
 @retry_deadlocks
@@ -536,8 +560,7 @@ def record(engine: Engine, owner: str, run_id: int | None, outcomes: Sequence[Ou
                          "error_kind": (a.error_kind or schema.ERROR_UNKNOWN) if a.error else None,
                          "response_body": clip(a.response_body, 4000)}
                         for o in outcomes for a in o.attempts]
-            if attempts:
-                conn.execute(_INSERT_ATTEMPTS, attempts)
+            insert_rows(conn, oppen_attempts, attempts)
         if run_id is not None and progress is not None:
             # Progress only: the run's heartbeat is the heartbeat thread's, on the
             # database's clock, whatever this thread is waiting on. Only while the run
