@@ -534,49 +534,54 @@ def reconcile_command(local: str | None, desde: dt.date, hasta: dt.date, user: s
     return OK if result["resumen"]["no_cuadran"] == 0 else NOT_SENT
 
 
-def sandbox_options(command):
-    """The options of a standalone sandbox, as a decorator: a later `sandbox start`
-    subcommand can take the very same ones."""
-    options = [
-        click.option("--host", default="127.0.0.1", metavar="HOST",
-                     help="dirección donde escuchar (127.0.0.1)"),
-        click.option("--port", type=PORT, default=8765, metavar="PUERTO",
-                     help="puerto donde escuchar (8765; 0 elige uno libre)"),
-        click.option("--api", default=None, metavar="PROYECTO",
-                     help="proyecto de API (por defecto OPPEN_API o ApiNg)"),
-        click.option("--username", default=None, metavar="USUARIO",
-                     help="usuario que acepta (por defecto OPPEN_USERNAME o API)"),
-        click.option("--store", default=None, metavar="ARCHIVO",
-                     help="archivo JSONL donde persistir las facturas"),
-        click.option("--latency-ms", type=NOT_NEGATIVE, default=0.0, metavar="MS",
-                     help="demora de cada respuesta, en milisegundos (0)"),
-        click.option("--error-rate", type=RATE, default=0.0, metavar="P",
-                     help="proporción de pedidos respondidos con 500, 503 o 502 HTML, "
-                          "de 0 a 1 (0)"),
-        click.option("--timeout-rate", type=RATE, default=0.0, metavar="P",
-                     help="proporción de facturas guardadas sin respuesta a tiempo (0)"),
-        click.option("--drop-rate", type=RATE, default=0.0, metavar="P",
-                     help="proporción de envíos cuya conexión se corta (0)"),
-        click.option("--rate-limit-rate", type=RATE, default=0.0, metavar="P",
-                     help="proporción de envíos respondidos con 429 (0)"),
-        click.option("--hang-seconds", type=NOT_NEGATIVE, default=2.0, metavar="S",
-                     help="cuánto espera una respuesta demorada por --timeout-rate (2)"),
-        click.option("--token-max-uses", type=NOT_NEGATIVE_INT, default=0, metavar="N",
-                     help="usos de cada token antes de vencer (0: sin límite)"),
-        click.option("--token-ttl", type=_Number(float, low=0, low_open=True),
-                     default=3600.0, metavar="S",
-                     help="segundos de vida de cada token (3600)"),
-        click.option("--down", is_flag=True, help="responder 502 HTML a todo"),
-        click.option("--duplicate-style", type=_Choice(("409", "real")), default="409",
-                     help="respuesta a una factura repetida: 409, o 400 como Oppen real (409)"),
-        click.option("--seed", type=INT, default=None, metavar="N",
-                     help="semilla de las fallas, para repetir una corrida"),
-        click.option("--log-file", default=None, metavar="ARCHIVO",
-                     help="al detenerse, guardar aquí el registro de pedidos (JSON)"),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def _with_options(*options):
+    """Several click options as one decorator, listed in the order --help shows them."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+# The options of a standalone sandbox, as one decorator: a later `sandbox start`
+# subcommand can take the very same ones.
+sandbox_options = _with_options(
+    click.option("--host", default="127.0.0.1", metavar="HOST",
+                 help="dirección donde escuchar (127.0.0.1)"),
+    click.option("--port", type=PORT, default=8765, metavar="PUERTO",
+                 help="puerto donde escuchar (8765; 0 elige uno libre)"),
+    click.option("--api", default=None, metavar="PROYECTO",
+                 help="proyecto de API (por defecto OPPEN_API o ApiNg)"),
+    click.option("--username", default=None, metavar="USUARIO",
+                 help="usuario que acepta (por defecto OPPEN_USERNAME o API)"),
+    click.option("--store", default=None, metavar="ARCHIVO",
+                 help="archivo JSONL donde persistir las facturas"),
+    click.option("--latency-ms", type=NOT_NEGATIVE, default=0.0, metavar="MS",
+                 help="demora de cada respuesta, en milisegundos (0)"),
+    click.option("--error-rate", type=RATE, default=0.0, metavar="P",
+                 help="proporción de pedidos respondidos con 500, 503 o 502 HTML, "
+                      "de 0 a 1 (0)"),
+    click.option("--timeout-rate", type=RATE, default=0.0, metavar="P",
+                 help="proporción de facturas guardadas sin respuesta a tiempo (0)"),
+    click.option("--drop-rate", type=RATE, default=0.0, metavar="P",
+                 help="proporción de envíos cuya conexión se corta (0)"),
+    click.option("--rate-limit-rate", type=RATE, default=0.0, metavar="P",
+                 help="proporción de envíos respondidos con 429 (0)"),
+    click.option("--hang-seconds", type=NOT_NEGATIVE, default=2.0, metavar="S",
+                 help="cuánto espera una respuesta demorada por --timeout-rate (2)"),
+    click.option("--token-max-uses", type=NOT_NEGATIVE_INT, default=0, metavar="N",
+                 help="usos de cada token antes de vencer (0: sin límite)"),
+    click.option("--token-ttl", type=_Number(float, low=0, low_open=True),
+                 default=3600.0, metavar="S",
+                 help="segundos de vida de cada token (3600)"),
+    click.option("--down", is_flag=True, help="responder 502 HTML a todo"),
+    click.option("--duplicate-style", type=_Choice(("409", "real")), default="409",
+                 help="respuesta a una factura repetida: 409, o 400 como Oppen real (409)"),
+    click.option("--seed", type=INT, default=None, metavar="N",
+                 help="semilla de las fallas, para repetir una corrida"),
+    click.option("--log-file", default=None, metavar="ARCHIVO",
+                 help="al detenerse, guardar aquí el registro de pedidos (JSON)"),
+)
 
 
 @cli.command("worker", short_help="hacer los envíos: cola, reintentos automáticos y avisos",
@@ -682,17 +687,13 @@ def _admin_refused(exc) -> int:
     return REFUSED if exc.status is not None else USAGE
 
 
-def sandbox_admin_options(command):
-    options = [
-        click.option("--url", default=None, metavar="URL",
-                     help="dirección del sandbox en marcha (por defecto OPPEN_BASE_URL o "
-                          "http://127.0.0.1:8765)"),
-        click.option("--password", default=None, metavar="CLAVE",
-                     help="su contraseña (por defecto OPPEN_PASSWORD)"),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+sandbox_admin_options = _with_options(
+    click.option("--url", default=None, metavar="URL",
+                 help="dirección del sandbox en marcha (por defecto OPPEN_BASE_URL o "
+                      "http://127.0.0.1:8765)"),
+    click.option("--password", default=None, metavar="CLAVE",
+                 help="su contraseña (por defecto OPPEN_PASSWORD)"),
+)
 
 
 @sandbox_command.command("annul", short_help="anular una factura en un sandbox en marcha",
