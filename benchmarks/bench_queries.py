@@ -166,14 +166,15 @@ def _best_of(fn, repeat: int = 3) -> float:
 
 
 def bench_queries(rows: int, preview_n: int, *, server: sa.URL | None = None,
-                  keep: bool = False) -> dict:
+                  keep: bool = False, only: str | None = None) -> dict:
     """Time the console's queries on `rows` invoices; with `keep` (MySQL/MariaDB only),
-    in a database kept for the next run instead of a temporary one."""
+    in a database kept for the next run instead of a temporary one; with `only`, just
+    the queries whose name holds that text."""
     if server is None:
         path = PROJECT_DIR / "data" / f"bench-runs-{rows}-{preview_n}-v{DATA_VERSION}.sqlite3"
         if path.exists() and not _complete(f"sqlite:///{path}"):
             path.unlink()   # a build that was interrupted: start again
-        return _bench_queries(f"sqlite:///{path}", rows, preview_n, str(path))
+        return _bench_queries(f"sqlite:///{path}", rows, preview_n, str(path), only)
     if keep:
         dbname = f"bench_queries_keep_{rows}_{preview_n}_v{DATA_VERSION}"
         admin = sa.create_engine(server.set(database=None))
@@ -185,11 +186,11 @@ def bench_queries(rows: int, preview_n: int, *, server: sa.URL | None = None,
                 conn.exec_driver_sql(f"DROP DATABASE `{dbname}`")
                 conn.exec_driver_sql(f"CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4")
         admin.dispose()
-        return _bench_queries(url, rows, preview_n, f"la base {dbname} (se conserva)")
+        return _bench_queries(url, rows, preview_n, f"la base {dbname} (se conserva)", only)
     from benchmarks.bench import bench_database
     with tempfile.TemporaryDirectory() as tmp, \
             bench_database(server, Path(tmp), "queries") as url:
-        return _bench_queries(url, rows, preview_n, "una base bench_queries_* temporal")
+        return _bench_queries(url, rows, preview_n, "una base bench_queries_* temporal", only)
 
 
 def _complete(url: str) -> bool:
@@ -209,7 +210,8 @@ def _complete(url: str) -> bool:
         engine.dispose()
 
 
-def _bench_queries(url: str, rows: int, preview_n: int, where: str) -> dict:
+def _bench_queries(url: str, rows: int, preview_n: int, where: str,
+                   only: str | None = None) -> dict:
     settings = Settings(database_url=url)
     engine = schema.make_engine(url)
     schema.init_db(engine, source_tables=True)
@@ -298,6 +300,8 @@ def _bench_queries(url: str, rows: int, preview_n: int, where: str) -> dict:
         f"Conciliación: nuestro lado de un día ({len(recon_days)} locales)": lambda: reconcile._read_ours(
             engine, settings, profile, recon_days, last),
     }
+    if only:
+        checks = {name: fn for name, fn in checks.items() if only.lower() in name.lower()}
     print(f"\nConsultas de la consola sobre {count:,} facturas (mejor de 3):")
     results = {}
     for name, fn in checks.items():
@@ -347,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="facturas del local/día de la vista previa (10000)")
     parser.add_argument("--keep", action="store_true",
                         help="con --database: conservar la base generada y reusarla la próxima vez")
+    parser.add_argument("--only", metavar="TEXTO",
+                        help="solo las consultas cuyo nombre contiene este texto")
     parser.add_argument("--json", metavar="ARCHIVO", help="guardar los resultados en este archivo")
     args = parser.parse_args(argv)
     from benchmarks.bench import server_of
     result = bench_queries(args.rows, args.preview_n, server=server_of(args.database),
-                           keep=args.keep)
+                           keep=args.keep, only=args.only)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
