@@ -119,3 +119,19 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- AppTest ----------------------------------------------------------------------------
+
+def no_exception(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def plain(text: str) -> str:
+    """What a person reads: without the escapes that keep Markdown from interpreting it."""
+    return text.replace("\\", "")
+
+
+def shows(at, kind: str, text: str) -> bool:
+    """Whether an element of this kind (error, info, caption…) reads `text`."""
+    return any(text in plain(e.value) for e in getattr(at, kind))

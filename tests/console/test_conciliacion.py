@@ -17,7 +17,7 @@ from sync.actions import mark_audited
 from sync.settings import load_settings
 from sync.state import read_models, schema
 from ui import tables
-from ui_helpers import ANA, BETO, run_until, texts, yesterday
+from ui_helpers import ANA, BETO, no_exception, plain, run_until, shows, texts, yesterday
 
 PAGE = "pages/conciliacion.py"
 
@@ -27,19 +27,6 @@ def no_morning_run(monkeypatch):
     """A worker the console starts on its own must not reconcile these databases before
     the test does (its morning run is due whenever a test runs past 06:00)."""
     monkeypatch.setenv("OPPEN_RECONCILE_AT", "off")
-
-
-def no_exception(at):
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def plain(text: str) -> str:
-    """What a person reads: without the escapes that keep Markdown from interpreting it."""
-    return text.replace("\\", "")
-
-
-def shows(at, kind: str, text: str) -> bool:
-    return any(text in plain(e.value) for e in getattr(at, kind))
 
 
 def audit(console_env, local: str) -> dict:

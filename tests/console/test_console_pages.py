@@ -19,17 +19,10 @@ from sync.actions import mark_audited
 from sync.auth import PermissionDenied
 from sync.settings import load_settings
 
-from ui_helpers import ANA, BETO, PAGES, PASSWORDS, run_until, texts, yesterday
+from ui_helpers import (ANA, BETO, PAGES, PASSWORDS, no_exception, run_until, shows, texts,
+                        yesterday)
 
 ADMIN_PAGES = ("facturas_fallidas.py", "monitoreo.py")
-
-
-def no_exception(at):
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def shows(at, kind: str, text: str) -> bool:
-    return any(text in e.value for e in getattr(at, kind))
 
 
 def find_table(at, column: str):
