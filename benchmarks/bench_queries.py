@@ -171,12 +171,12 @@ def bench_queries(rows: int, preview_n: int, *, server: sa.URL | None = None,
     in a database kept for the next run instead of a temporary one; with `only`, just
     the queries whose name holds that text."""
     if server is None:
-        path = PROJECT_DIR / "data" / f"bench-runs-{rows}-{preview_n}-v{DATA_VERSION}.sqlite3"
+        path = sqlite_path(rows, preview_n)
         if path.exists() and not _complete(f"sqlite:///{path}"):
             path.unlink()   # a build that was interrupted: start again
         return _bench_queries(f"sqlite:///{path}", rows, preview_n, str(path), only)
     if keep:
-        dbname = f"bench_queries_keep_{rows}_{preview_n}_v{DATA_VERSION}"
+        dbname = kept_name(rows, preview_n)
         admin = sa.create_engine(server.set(database=None))
         with admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{dbname}` CHARACTER SET utf8mb4")
@@ -191,6 +191,45 @@ def bench_queries(rows: int, preview_n: int, *, server: sa.URL | None = None,
     with tempfile.TemporaryDirectory() as tmp, \
             bench_database(server, Path(tmp), "queries") as url:
         return _bench_queries(url, rows, preview_n, "una base bench_queries_* temporal", only)
+
+
+def sqlite_path(rows: int, preview_n: int) -> Path:
+    """The SQLite file this benchmark builds under data/ and reuses."""
+    return PROJECT_DIR / "data" / f"bench-runs-{rows}-{preview_n}-v{DATA_VERSION}.sqlite3"
+
+
+def kept_name(rows: int, preview_n: int) -> str:
+    """The MySQL/MariaDB database `--keep` keeps (and benchmarks.bench_pages renders)."""
+    return f"bench_queries_keep_{rows}_{preview_n}_v{DATA_VERSION}"
+
+
+def built_url(rows: int, preview_n: int, server: sa.URL | None) -> str | None:
+    """The URL of a complete database of this shape kept from an earlier run (SQLite
+    under data/, or `kept_name` on `server`), or None when there is none yet."""
+    if server is None:
+        path = sqlite_path(rows, preview_n)
+        url = f"sqlite:///{path}" if path.exists() else None
+    else:
+        admin = sa.create_engine(server.set(database=None))
+        try:
+            with admin.connect() as conn:
+                found = conn.exec_driver_sql("SHOW DATABASES LIKE %s",
+                                             (kept_name(rows, preview_n),)).first()
+        finally:
+            admin.dispose()
+        url = (server.set(database=kept_name(rows, preview_n)).render_as_string(
+            hide_password=False) if found else None)
+    if url is None:
+        return None
+    engine = schema.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            done = (sa.inspect(conn).has_table(schema.oppen_meta.name) and conn.execute(
+                sa.select(schema.oppen_meta.c.value).where(schema.oppen_meta.c.name == BUILT)
+            ).scalar() is not None)
+    finally:
+        engine.dispose()
+    return url if done else None
 
 
 def _complete(url: str) -> bool:
@@ -316,18 +355,10 @@ def _bench_queries(url: str, rows: int, preview_n: int, where: str,
 
 def _preview_reads(engine, settings: Settings, local: str, fecha: dt.date) -> int:
     """What actions.preview reads from the database, without its mapping of each invoice
-    in Python (which is most of its time): the day's invoices and their known states."""
-    t = schema.oppen_invoices
+    in Python: the day's invoices and their known states."""
     with schema.reading(engine) as conn:
         facturas = binder.read_facturas(conn, local, fecha)
-        ids = [f["id"] for f in facturas]
-        known = 0
-        for part in schema.chunks(ids):
-            known += len(conn.execute(sa.select(t.c.factura_id, t.c.id, t.c.state, t.c.sernr,
-                                                t.c.client_sernr)
-                                      .where(t.c.target == settings.target,
-                                             t.c.factura_id.in_(part))).all())
-    return known
+        return len(actions._known_states(conn, settings.target, [f["id"] for f in facturas]))
 
 
 def _refusal(check, *args) -> str | None:

@@ -35,6 +35,7 @@ EXCLUDED_LOCAL_REASON = "Local excluido de la sincronización con Oppen (configu
 _DIGITS = re.compile(r"^[0-9]+$")
 _AMOUNT = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 _CENT = Decimal("0.01")
+_TOO_BIG = Decimal("1e13")
 
 
 def _frozen(d: Mapping) -> Mapping:
@@ -42,6 +43,8 @@ def _frozen(d: Mapping) -> Mapping:
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:   # nearly every call (ten per invoice mapped): no other test
+        return value.strip()
     if isinstance(value, (bytes, bytearray, memoryview)):
         # A driver may hand a VARBINARY/BLOB column over as bytes; str() would give "b'5'".
         value = bytes(value).decode("utf-8", "replace")
@@ -344,7 +347,7 @@ def _amount(row: Mapping, profile: MappingProfile, problems: list[Problem]) -> D
     if value < 0:
         problems.append(Problem("monto", f"debe ser mayor que cero (se recibió {text[:40]})"))
         return None
-    if value >= Decimal("1e13"):
+    if value >= _TOO_BIG:
         problems.append(Problem("monto", f"es demasiado grande ({text[:40]})"))
         return None
     # Rounded before the zero check: 0.004 is a zero amount, not a positive one sent as 0.00.
@@ -418,10 +421,13 @@ def excluded_reason(row: Mapping, profile: MappingProfile) -> str | None:
 
 
 def _exclusion(row: Mapping, profile: MappingProfile) -> tuple[str, str] | None:
-    local = _text(row.get("local"))
-    if local and profile.is_excluded_local(local):
+    return _excluded(_text(row.get("local")), _text(row.get("tipo")).upper(), profile)
+
+
+def _excluded(local: str, tipo: str, profile: MappingProfile) -> tuple[str, str] | None:
+    """`_exclusion` of a row whose local (stripped) and type (upper case) are read."""
+    if local and local.lower() in profile._excluded_keys:   # local_key of a stripped name
         return "local", EXCLUDED_LOCAL_REASON
-    tipo = _text(row.get("tipo")).upper()
     if profile.knows_type(tipo) and tipo not in profile.send_types:
         return "tipo", (f"Las facturas de tipo {tipo} no se envían a Oppen con esta "
                         f"configuración (send_types: {', '.join(profile.send_types) or 'ninguno'})")
@@ -443,18 +449,19 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
     `Excluded` when the profile does not send the row (see `excluded_reason`), whatever
     else is wrong with it; else `Invalid` with every problem at once; else `Mapped`.
     """
-    found = _exclusion(row, profile)
+    # The local and the type are read once: this runs for every invoice of a run.
+    local = _text(row.get("local"))
+    tipo = _text(row.get("tipo")).upper()
+    found = _excluded(local, tipo, profile)
     if found:
         return Excluded(_reference(row, profile), *found)
     problems: list[Problem] = []
-    tipo = _text(row.get("tipo")).upper()
     known = profile.knows_type(tipo)
     if not known:
         shown = _text(row.get("tipo"))[:20] or "vacío"
         problems.append(Problem(
             "tipo", f"tipo de factura desconocido ({shown!r}); se esperaba "
                     + ", ".join(sorted(profile.invoice_types))))
-    local = _text(row.get("local"))
     if not local:
         problems.append(Problem("local", "falta el nombre del local"))
     day = parse_day(row.get("fecha"))
@@ -468,7 +475,8 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
 
     label = customer = None
     if local:
-        labels = profile.labels_for(local)
+        key = local.lower()   # local_key(local): the name is already stripped
+        labels = profile._labels_index.get(key, ())
         if len(labels) > 1:
             problems.append(Problem("local", f"el local {local!r} tiene más de una etiqueta "
                                              f"(Labels) configurada ({', '.join(labels)[:120]})"))
@@ -479,7 +487,7 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
         else:
             problems.append(Problem(
                 "local", f"el local {local!r} no tiene etiqueta (Labels) configurada para Oppen"))
-        customers = profile.customers_for(local)
+        customers = profile._customers_index.get(key, ())
         if len(customers) > 1:
             problems.append(Problem("local", f"el local {local!r} tiene más de un cliente (CustCode) "
                                              f"configurado ({', '.join(customers)[:120]})"))
@@ -491,7 +499,7 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
     if problems:
         return Invalid(raw_reference(row), tuple(problems))
 
-    number = official_sernr(pv, nro, profile, tipo)
+    number = f"{pv:0{pos_width}d}-{nro:0{number_width}d}"   # official_sernr, widths known
     due = _due_date(day, profile, today)
     price = amount
     if not profile.price_includes_vat_for(tipo):
