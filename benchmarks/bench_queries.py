@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from sync import actions, reconcile
 from sync.errors import SyncError
-from sync.state import binder, read_models, run_details, schema
+from sync.state import binder, queue, read_models, run_details, schema
 from sync.settings import PROJECT_DIR, Settings
 
 LOCALS = 50
@@ -316,6 +316,8 @@ def _bench_queries(url: str, rows: int, preview_n: int, where: str,
         "Monitoreo: totales por estado (30 días)": lambda: read_models.state_totals(
             engine, settings, month, last),
         "Monitoreo: corridas en curso": lambda: read_models.live_runs(engine, settings),
+        # What "Facturas en espera" reads (due retries and those that require attention).
+        "Monitoreo: facturas en espera": lambda: queue.waiting(engine, settings.target),
         "Corridas: historial (todas)": lambda: run_details.runs(engine, settings),
         "Corridas: historial de un local": lambda: run_details.runs(engine, settings,
                                                                     local="LOCAL07"),

@@ -117,10 +117,11 @@ with errors.guarded():
                  "conciliado_en": tables.local_dt(r["conciliado_en"])} for r in rows]
     d1, d2, _ = st.columns([1, 1, 3])
     name = f"conciliacion-{desde.isoformat()}-{hasta.isoformat()}"
-    d1.download_button("Descargar CSV", tables.csv_bytes(exported, COLUMNS),
+    # Made when clicked (a callable), not on every run: see facturas_fallidas.py.
+    d1.download_button("Descargar CSV", lambda: tables.csv_bytes(exported, COLUMNS),
                        file_name=f"{name}.csv", mime="text/csv", key="conciliacion_csv")
     d2.download_button("Descargar Excel (.xlsx)",
-                       tables.xlsx_bytes(exported, COLUMNS, "Conciliación"),
+                       lambda: tables.xlsx_bytes(exported, COLUMNS, "Conciliación"),
                        file_name=f"{name}.xlsx", key="conciliacion_xlsx",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 

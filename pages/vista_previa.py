@@ -4,11 +4,14 @@ rows that cannot be sent and why. Nothing is sent or written from this page."""
 import datetime as dt
 import json
 
+import pandas as pd
 import streamlit as st
 
 from sync import actions
 from sync.state import read_models
-from ui import errors, formats, session, tables
+from ui import errors, formats, session
+
+JSON_PAGE = 50   # invoices whose JSON is shown at once
 
 settings, user, engine = session.open_page(
     "auditor", "Vista previa",
@@ -48,22 +51,35 @@ with errors.guarded():
         st.warning(f"{result['invalidas']} factura(s) no se pueden enviar hasta corregir sus "
                    "datos en el sistema de facturación (ver columna «Problema»).")
 
-    table = tables.frame(
-        [{**i, "monto": formats.pesos_or_text(i["monto"]),
-          "valid": "Sí" if i["valid"] else "No",
-          "state": formats.STATE_LABELS.get(i["state"], "Sin sincronizar") if i["state"]
-          else "Sin sincronizar",
-          "problema": "; ".join(f"{p['field']}: {p['reason']}" for p in i["problems"]),
-          "official": (i["payload"] or {}).get("OfficialSerNr"),
-          "due": (i["payload"] or {}).get("DueDate")}
-         for i in items],
-        {"reference": "Factura", "monto": "Monto", "valid": "Se puede enviar",
-         "problema": "Problema", "official": "OfficialSerNr", "due": "Vencimiento",
-         "state": "Estado actual"})
+    # Every cell is text already (the amount in pesos): a plain DataFrame shows what a
+    # tables.frame Styler would, without formatting 70,000 cells again on each run.
+    table = pd.DataFrame({
+        "Factura": [i["reference"] for i in items],
+        "Monto": [formats.pesos_or_text(i["monto"]) for i in items],
+        "Se puede enviar": ["Sí" if i["valid"] else "No" for i in items],
+        "Problema": ["; ".join(f"{p['field']}: {p['reason']}" for p in i["problems"])
+                     for i in items],
+        "OfficialSerNr": [(i["payload"] or {}).get("OfficialSerNr") or "" for i in items],
+        "Vencimiento": [(i["payload"] or {}).get("DueDate") or "" for i in items],
+        "Estado actual": [formats.STATE_LABELS.get(i["state"], "Sin sincronizar")
+                          if i["state"] else "Sin sincronizar" for i in items]})
     st.dataframe(table, hide_index=True, width="stretch", key="preview_tabla")
 
     st.subheader("JSON de cada factura")
-    for item in items:
+    # A day of thousands of invoices, each in its own expander, took seconds to draw on
+    # every run: the JSON is shown a page of invoices at a time (the table above has
+    # them all, and "Descargar JSON" every payload).
+    shown = items
+    if len(items) > JSON_PAGE:
+        pages = (len(items) + JSON_PAGE - 1) // JSON_PAGE
+        page = st.number_input(f"Página (de {pages}, {JSON_PAGE} facturas cada una)",
+                               min_value=1, max_value=pages, value=1, step=1,
+                               key="preview_pagina")
+        first = (int(page) - 1) * JSON_PAGE
+        shown = items[first:first + JSON_PAGE]
+        st.caption(f"Facturas {first + 1} a {first + len(shown)} de {len(items)}, en el "
+                   "orden de la tabla.")
+    for item in shown:
         title = f"{formats.md(item['reference'])} · " + (
             "se envía" if item["to_send"] else
             "ya está en Oppen" if item["valid"] else "NO se envía")
@@ -76,5 +92,6 @@ with errors.guarded():
 
     st.download_button(
         "Descargar JSON", key="preview_descargar",
-        data=json.dumps(result, ensure_ascii=False, indent=2, default=str),
+        # Made when clicked, not on every run (10,000 payloads are megabytes of JSON).
+        data=lambda: json.dumps(result, ensure_ascii=False, indent=2, default=str),
         file_name=f"vista-previa-{local}-{fecha.isoformat()}.json", mime="application/json")
