@@ -228,7 +228,7 @@ class Exporter:
         """Raises RunInProgress before doing anything if another run holds a local/day,
         and OppenAuthError / OppenTransportError when authentication fails (after
         recording every invoice as pending with that reason)."""
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         self.run_id = runs.start_run(
             self.engine, target=self.settings.target, kind=self.request.kind,
             days=list(self.request.groups), username=self.request.user,
@@ -293,7 +293,8 @@ class Exporter:
         elif self.stop_kind == STOP_CANCEL:
             runs.finish_run(self.engine, self.run_id, self.owner, state=schema.CANCELLED,
                             summary=summary, message=self.breaker.reason or "Cancelada",
-                            release=f"No se envió: {self.breaker.reason}", retry_in=None)
+                            release=f"No se envió: {self.breaker.reason}", retry_in=None,
+                            duration_ms=self._elapsed_ms())
         else:
             self._finish(schema.DONE, summary, summary.get("message") or "")
 
@@ -421,7 +422,10 @@ class Exporter:
 
     def _finish(self, state: str, summary: Mapping, message: str) -> None:
         runs.finish_run(self.engine, self.run_id, self.owner, state=state, summary=summary,
-                        message=message)
+                        message=message, duration_ms=self._elapsed_ms())
+
+    def _elapsed_ms(self) -> int:
+        return round((time.monotonic() - self._started) * 1000)
 
     def _alert(self, errores: list) -> None:
         """The seed's failure message, through the alerts outbox (posted at once here, or

@@ -95,10 +95,10 @@ def duration(seconds: float | None) -> str:
 
 
 def run_duration(seconds: float | None) -> str:
-    """A run's duration from its start and end. Those are stored to the whole second
-    (schema.utcnow, db_now; DATETIME on MySQL), so a decimal would be invented: a whole
-    number of seconds reads 'menos de 1 s', '12 s'; a duration with a fraction (times
-    stored with their fraction) reads like `duration`."""
+    """A run's duration: measured by the run itself to the millisecond (migration 0008),
+    it reads like `duration` ('0,8 s', '12,4 s'); older runs have only their start and
+    end, stored to the whole second, so a decimal would be invented: 'menos de 1 s',
+    '12 s'."""
     if seconds is None:
         return ""
     seconds = max(0.0, float(seconds))

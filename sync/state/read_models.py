@@ -447,9 +447,17 @@ def errors_by_kind(engine: Engine, settings: Settings, desde: dt.date, hasta: dt
             for k, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
+def run_seconds(r: Mapping, end: dt.datetime | None) -> float | None:
+    """How long a run took (or has taken, up to `end`): as the run measured itself once
+    it finished (to the millisecond), else from its timestamps (whole seconds)."""
+    if r["finished_at"] is not None and r.get("duration_ms") is not None:
+        return r["duration_ms"] / 1000
+    return (end - r["started_at"]).total_seconds() if end else None
+
+
 def _run_dict(r: Mapping) -> dict:
     finished = r["finished_at"]
-    duration = (finished - r["started_at"]).total_seconds() if finished else None
+    duration = run_seconds(r, finished)
     return {"id": r["id"], "tipo": RUN_KIND_LABELS.get(r["kind"], r["kind"]), "kind": r["kind"],
             "usuario": r["username"], "inicio": r["started_at"], "fin": finished,
             "duracion_s": duration, "local": r["local"],

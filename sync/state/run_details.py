@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from ..mapping import as_date
 from ..settings import Settings
-from . import schema
+from . import read_models, schema
 
 # What a run came to, as a person says it.
 OUTCOMES = {
@@ -91,7 +91,7 @@ def _run(row: Mapping, now: dt.datetime, lease_seconds: float) -> dict:
         "usuario": row["username"], "motivo": row["reason"], "local": row["local"],
         "fecha": as_date(row["fecha"]) if row["fecha"] else None,
         "inicio": row["started_at"], "fin": finished,
-        "duracion_s": (end - row["started_at"]).total_seconds() if end else None,
+        "duracion_s": read_models.run_seconds(row, end),
         "resultado_clave": key, "resultado": OUTCOMES[key],
         "total": row["total"] or 0, "exitosas": row["exitosas"] or 0,
         "fallidas": row["fallidas"] or 0, "mensaje": row["message"],

@@ -153,11 +153,12 @@ def _take_lock(engine: Engine, target: str, local: str, fecha: dt.date, run_id: 
 @retry_deadlocks
 def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: Mapping,
                message: str, release: str | None = None,
-               retry_in: float | None = 0.0) -> None:
+               retry_in: float | None = 0.0, duration_ms: int | None = None) -> None:
     """End the run: hand back its claims (with `release` as their reason, due for an
     automatic retry `retry_in` seconds from now, None: not automatically), write its
-    state and answer, free its days. State QUEUED puts it back in the queue (a worker
-    that stops mid-run): another worker takes it up from the start."""
+    state, answer and how long it took (`duration_ms`, by the run's own clock), free its
+    days. State QUEUED puts it back in the queue (a worker that stops mid-run): another
+    worker takes it up from the start."""
     L = oppen_run_locks
     with engine.begin() as conn:
         now = db_now(conn)
@@ -170,7 +171,8 @@ def finish_run(engine: Engine, run_id: int, owner: str, *, state: str, summary: 
                                      current_ref=None, message=message))
         else:
             conn.execute(mine.values(
-                state=state, finished_at=now, total=summary.get("total", 0),
+                state=state, finished_at=now, duration_ms=duration_ms,
+                total=summary.get("total", 0),
                 processed=summary.get("total", 0), exitosas=summary.get("exitosas", 0),
                 fallidas=summary.get("fallidas", 0), current_ref=None, message=message,
                 result_json=json.dumps(_short_result(summary), ensure_ascii=False,

@@ -236,6 +236,9 @@ oppen_runs = sa.Table(
     sa.Column("worker_id", sa.String(64)),
     sa.Column("cancel_requested_at", sa.DateTime),
     sa.Column("cancel_requested_by", sa.String(100)),
+    # How long it took by its own clock, to the millisecond: started_at and finished_at
+    # keep whole seconds (MySQL's DATETIME), and a run of 0.8 s must not read "0 s".
+    sa.Column("duration_ms", sa.BigInteger),
     sa.Index("ix_oppen_runs_day", "target", "local", "fecha"),
     sa.Index("ix_oppen_runs_started", "started_at"),
     **MYSQL_OPTS,

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sync.state import binder, read_models, runs, schema
+from sync.state import binder, read_models, run_details, runs, schema
 from sync.actions import mark_audited
 from sync.oppen.client import OppenClient
 
@@ -260,6 +260,11 @@ def test_run_history_and_live_runs(synced, settings):
     assert (done["estado"], done["total"], done["exitosas"], done["fallidas"]) == (
         "terminada", 2, 1, 1)
     assert done["duracion_s"] is not None and done["duracion_s"] >= 0
+    # The run measured itself to the millisecond (its timestamps keep whole seconds).
+    with synced.connect() as conn:
+        measured = conn.execute(sa.select(schema.oppen_runs.c.duration_ms)
+                                .where(schema.oppen_runs.c.id == done["id"])).scalar()
+    assert measured is not None and done["duracion_s"] == measured / 1000
     assert read_models.live_runs(synced, settings) == []
 
     owner = schema.new_owner()
@@ -278,8 +283,10 @@ def test_run_history_and_live_runs(synced, settings):
         assert read_models.live_runs(synced, settings, now=later) == []
     finally:
         runs.finish_run(synced, run_id, owner, state="done", summary={"total": 0},
-                         message="")
-    assert read_models.run_row(synced, run_id)["estado"] == "terminada"
+                         message="", duration_ms=12_437)
+    finished = read_models.run_row(synced, run_id)
+    assert (finished["estado"], finished["duracion_s"]) == ("terminada", 12.437)
+    assert run_details.detail(synced, settings, run_id)["duracion_s"] == 12.437
 
 
 def test_known_locals(synced):
