@@ -129,6 +129,7 @@ def bench_pages(url: str, repeat: int = 3, only: str | None = None) -> dict:
             results, problems = {}, {}
             for name, (page, step) in scenarios.items():
                 _render(page, step)   # the first render of a page also imports and connects
+                _quiet_streamlit()    # loggers its first render created
                 times = []
                 for _ in range(repeat):
                     seconds, errors = _render(page, step)
