@@ -36,9 +36,12 @@ ADMIN = User("bench", "Bench Admin", "admin", "")
 
 
 def _history(url: str) -> dict:
-    """What the scenarios pick: the history's last audited day and its biggest resend."""
+    """What the scenarios pick: the history's last audited day and its biggest resend.
+    The schema is brought up to date first (as bench_queries does when it reuses the
+    database): a page on a database that needs an upgrade only says so."""
     engine = schema.make_engine(url)
     try:
+        schema.init_db(engine, source_tables=True)
         with engine.connect() as conn:
             last = conn.execute(sa.select(sa.func.max(schema.locales_auditados.c.fecha))).scalar()
             r = schema.oppen_runs
@@ -77,7 +80,7 @@ def _scenarios(history: dict) -> dict[str, tuple[str, Callable | None]]:
 
 
 def _render(page: str, step: Callable | None) -> tuple[float, list[str]]:
-    """Seconds of the page's second render, and the exceptions it showed."""
+    """Seconds of the page's second render, and what went wrong in it (nothing: [])."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(PROJECT_DIR / "pages" / page), default_timeout=120)
@@ -91,7 +94,10 @@ def _render(page: str, step: Callable | None) -> tuple[float, list[str]]:
     started = time.perf_counter()
     at.run()
     seconds = time.perf_counter() - started
-    return seconds, [e.value for e in at.exception]
+    # A page that stops before its heading (a database that needs an upgrade, a user it
+    # refuses) would be a fast render of nothing: counted as a failure, with what it said.
+    stopped = [] if at.title else [" · ".join(e.value for e in at.error) or "sin título"]
+    return seconds, [e.value for e in at.exception] + stopped
 
 
 def _quiet_streamlit() -> None:
