@@ -94,3 +94,11 @@ class OppenDuplicate(OppenRejected):
 
 class LookupRefused(OppenRejected):
     """Oppen answered a lookup, but not in a way that says whether it holds the invoice."""
+
+
+class SendWithheld(SyncError):
+    """The caller withdrew a request right before it left (its `proceed` check said no):
+    nothing reached Oppen, and the connection is as good as before."""
+
+    def __init__(self) -> None:
+        super().__init__("No se envió: la sincronización ya no tiene este local/día")

@@ -19,6 +19,7 @@ Never here: SQL (the binder and runs modules), HTTP (the client), field mapping 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -34,7 +35,7 @@ from sqlalchemy.engine import Engine
 from . import alerts, messages
 from . import schedule as retry_schedule
 from .errors import (LookupRefused, OppenAuthError, OppenDuplicate, OppenError,
-                     OppenRejected, OppenTransportError)
+                     OppenRejected, OppenTransportError, SendWithheld)
 from .mapping import (Excluded, Mapped, differences, is_annulled, is_same_invoice, payload_total,
                       pick_ours, voucher_identity)
 from .oppen.client import OppenClient, json_body
@@ -745,7 +746,12 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
                 # Another run has this day now (or this one cannot prove it still does).
                 out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
                 return out
-            if _post(client, parcel, out, body):
+            # Asked again at the last moment, with the connection ready: a thread frozen
+            # (a paused process, a stalled VM) between the check above and the write
+            # would otherwise post a day that another run took over meanwhile.
+            proceed = None if ownership is None else functools.partial(ownership.may_send,
+                                                                         parcel.day)
+            if _post(client, parcel, out, body, proceed):
                 breaker.success()
                 return out
             # A 2xx that does not prove our invoice is stored: ask Oppen what it holds.
@@ -786,6 +792,10 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             logger.error("❌ %s", exc.message)
             out.needs_lookup = True
             return _failed(out, exc)
+        except SendWithheld:
+            # The day was lost right before the POST left: nothing reached Oppen.
+            out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
+            return out
         except OppenAuthError as exc:
             # The credentials stopped working mid-run: nothing more can be sent.
             breaker.trip(exc.message, schema.ERROR_AUTH)
@@ -821,16 +831,21 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     return out
 
 
-def _post(client: OppenClient, parcel: Parcel, out: Outcome, body: bytes | None = None) -> bool:
-    """POST the invoice (`body`: its payload already encoded). True when Oppen's answer
-    proves it stored our invoice (then it is recorded as sent); False when a 2xx carried
-    no proof. Raises the OppenError."""
+def _post(client: OppenClient, parcel: Parcel, out: Outcome, body: bytes | None = None,
+          proceed: Callable[[], bool] | None = None) -> bool:
+    """POST the invoice (`body`: its payload already encoded; `proceed`: asked right
+    before it is written). True when Oppen's answer proves it stored our invoice (then
+    it is recorded as sent); False when a 2xx carried no proof. Raises the OppenError,
+    or SendWithheld when nothing was sent."""
     started = time.monotonic()
     logger.info("📤 Enviando factura %s ($%s)...", parcel.reg.reference,
                 parcel.reg.factura.get("monto"))
     out.posts += 1
     try:
-        status, record = client.post_invoice(parcel.payload, body=body)
+        status, record = client.post_invoice(parcel.payload, body=body, proceed=proceed)
+    except SendWithheld:
+        out.posts -= 1      # it never left
+        raise
     except OppenError as exc:
         out.attempts.append(Attempt("post", _post_outcome(exc), schema.utcnow(), _ms(started),
                                     exc.status, exc.message, exc.body,

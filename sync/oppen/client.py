@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -36,7 +36,7 @@ import certifi
 
 from ..deadline import exchange_within
 from ..errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
-                     OppenTransportError)
+                     OppenTransportError, SendWithheld)
 
 logger = logging.getLogger(__name__)
 
@@ -239,25 +239,33 @@ class Connections:
         self._idle: list[http.client.HTTPConnection] = []
 
     def exchange(self, method: str, target: str, timeout: float, *, body: bytes | None,
-                 headers: Mapping[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+                 headers: Mapping[str, str], proceed: Callable[[], bool] | None = None
+                 ) -> tuple[http.client.HTTPResponse, bytes]:
         """One exchange within `timeout` (`deadline.exchange_within`). Raises Unconnected
-        when connecting failed, else what the exchange raised."""
+        when connecting failed, SendWithheld when `proceed` said no (nothing was sent),
+        else what the exchange raised."""
         conn = self._lend(timeout)
         try:
             resp, content = exchange_within(conn, method, target, timeout, body=body,
-                                            headers=headers)
+                                            headers=headers, proceed=proceed)
+        except SendWithheld:
+            self._give_back(conn)   # nothing was written on it
+            raise
         except BaseException:
             conn.close()     # out of step with the server: never reused
             raise
         if resp.will_close:
             conn.close()
         else:
-            with self._lock:
-                if len(self._idle) < self.pool_size:
-                    self._idle.append(conn)
-                    return resp, content
-            conn.close()
+            self._give_back(conn)
         return resp, content
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.pool_size:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def _lend(self, timeout: float) -> http.client.HTTPConnection:
         while True:
@@ -410,7 +418,8 @@ class OppenClient:
         return token
 
     def _exchange(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                  body: bytes | None = None, token: str | None = None) -> Answer:
+                  body: bytes | None = None, token: str | None = None,
+                  proceed: Callable[[], bool] | None = None) -> Answer:
         """One request whose whole exchange (connect, send, the complete answer) ends
         within `timeout`: a socket timeout bounds each read only, so an Oppen that
         trickles its answer a byte at a time could otherwise hold a run for minutes.
@@ -420,7 +429,8 @@ class OppenClient:
             headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
             resp, content = self.session.exchange(method, self.target(path, params),
-                                                  self.timeout, body=body, headers=headers)
+                                                  self.timeout, body=body, headers=headers,
+                                                  proceed=proceed)
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc) from None
         return Answer(resp.status, resp.reason, resp.headers, content)
@@ -436,14 +446,17 @@ class OppenClient:
             return self.tokens.get() or self.authenticate()
 
     def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-              json: Any = None, body: bytes | None = None) -> Answer:
+              json: Any = None, body: bytes | None = None,
+              proceed: Callable[[], bool] | None = None) -> Answer:
         """One authenticated exchange; on 401 log in again once and repeat it once.
-        `json` is encoded here once, not once per try (or comes encoded, as `body`)."""
+        `json` is encoded here once, not once per try (or comes encoded, as `body`).
+        `proceed`: asked right before each try is written (see `post_invoice`)."""
         if json is not None:
             body = _json_bytes(json)
         for attempt in (1, 2):
             token = self._token()
-            resp = self._exchange(method, path, params=params, body=body, token=token)
+            resp = self._exchange(method, path, params=params, body=body, token=token,
+                                  proceed=proceed)
             if resp.status_code == 401 and attempt == 1:
                 self.tokens.drop(token)
                 continue
@@ -456,13 +469,18 @@ class OppenClient:
         """POST one invoice; returns the record Oppen answered with (see `post_invoice`)."""
         return self.post_invoice(payload)[1]
 
-    def post_invoice(self, payload: Mapping, *, body: bytes | None = None) -> tuple[int, dict]:
+    def post_invoice(self, payload: Mapping, *, body: bytes | None = None,
+                     proceed: Callable[[], bool] | None = None) -> tuple[int, dict]:
         """POST one invoice; returns Oppen's status and the record its 2xx carried.
         `body`: the payload already encoded (`json_body`), when the caller has it.
+        `proceed`: asked as late as possible, with the connection ready and right before
+        the request is written; False raises SendWithheld and nothing is sent (a run
+        checks there that it still owns the invoice's day).
 
         The record is evidence, not proof: it may be empty or another invoice's, and
         the caller checks it is ours before believing the invoice is stored."""
-        resp = self._call("POST", "Invoice", body=_json_bytes(payload) if body is None else body)
+        resp = self._call("POST", "Invoice", body=_json_bytes(payload) if body is None else body,
+                          proceed=proceed)
         if resp.status_code not in (200, 201):
             raise error_for_response(resp, self._secrets())
         record = self._record(resp)

@@ -163,22 +163,11 @@ def check_accounting(engine, target) -> None:
         assert unexplained == 0
 
 
-RESUME_GRACE = 1.0   # seconds after a resume in which a POST decided before the pause lands
-
-
-def check_no_repeat_posts(sandbox, interruptions=(), *, resumed: float | None = None,
-                          senders: int = 0) -> None:
+def check_no_repeat_posts(sandbox, interruptions=()) -> None:
     """Exactly once without leaning on Oppen's duplicate refusal: the sandbox counts every
     POST of an invoice it already holds, and there must be none, except a POST that was
     already on the wire when its sender was killed or paused (at one of `interruptions`,
-    time.monotonic() values): received before that moment, so nothing could stop it.
-
-    A process paused and then resumed (at `resumed`) may also have had a POST decided but
-    not yet written: a sending thread that had just proved it owned the day when it was
-    stopped writes that POST as soon as it runs again. Nothing in the process can take
-    such a POST back, so at most one per sending thread (`senders`), received within
-    RESUME_GRACE of the resume, is excused; any other proves the resumed run went on
-    sending what it no longer owned."""
+    time.monotonic() values): received before that moment, so nothing could stop it."""
     repeats = sandbox.repeat_posts()
     if not repeats:
         return
@@ -191,15 +180,6 @@ def check_no_repeat_posts(sandbox, interruptions=(), *, resumed: float | None = 
         if first is not None and any(first["received"] is not None and
                                      first["received"] <= moment for moment in interruptions):
             excused.add(number)
-    if resumed is not None:
-        decided_before = [number for number in set(repeats) - excused
-                          if repeats[number] == 1 and any(
-                              e["method"] == "POST" and e.get("repeat") and e.get("official_sernr")
-                              and number.startswith(e["official_sernr"])
-                              and resumed <= e["received"] <= resumed + RESUME_GRACE
-                              for e in log)]
-        if len(decided_before) <= senders:
-            excused.update(decided_before)
     unexcused = set(repeats) - excused
     assert not unexcused, (
         {n: repeats[n] for n in unexcused}, list(interruptions),

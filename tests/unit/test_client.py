@@ -18,7 +18,7 @@ import pytest
 from sync.oppen.client import OppenClient, TokenCache
 from sync.oppen.retry import backoff_delay, is_retryable
 from sync.errors import (OppenAuthError, OppenDuplicate, OppenError, OppenRejected,
-                         OppenTransportError, SyncError)
+                         OppenTransportError, SendWithheld, SyncError)
 from sync.sandbox import Faults, OppenSandbox
 
 from helpers import seed_invoice
@@ -87,6 +87,21 @@ def test_the_seed_client_call_pattern_with_the_client_fixture(client, sandbox):
     assert record["OfficialSerNr"] == "0005-00001691"
     assert record["SerNr"] == invoice()["SerNr"]
     assert auth_count(sandbox) == 1
+
+
+def test_a_post_withheld_at_the_last_moment_sends_nothing(oppen, sandbox):
+    """`proceed` is asked with the connection ready, right before the write: False sends
+    nothing (the sandbox sees no POST) and the kept-alive connection serves the next one."""
+    oppen.create_invoice(invoice(1))            # logged in, one connection kept alive
+    asked = []
+    with pytest.raises(SendWithheld):
+        oppen.post_invoice(invoice(2), proceed=lambda: asked.append(1) or False)
+    assert asked == [1]
+    assert [e for e in sandbox.request_log() if e["method"] == "POST"
+            and e.get("official_sernr") == "0005-00000002"] == []
+    status, record = oppen.post_invoice(invoice(2), proceed=lambda: True)
+    assert status in (200, 201) and record["OfficialSerNr"] == "0005-00000002"
+    assert len(outcomes(sandbox, "stored")) == 2
 
 
 def test_token_is_reused_across_many_calls(oppen, sandbox):
