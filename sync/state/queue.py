@@ -259,11 +259,19 @@ def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
     """Invoices that have not reached Oppen and are expected to on their own, or ran out
     of automatic tries ("requieren atención"): oldest due first. For the console."""
     t = oppen_invoices
-    query = (sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.state,
-                       t.c.attempts, t.c.retry_count, t.c.next_attempt_at, t.c.first_attempt_at,
-                       t.c.attention_at, t.c.last_error, t.c.claim_until, t.c.needs_lookup)
-             .where(t.c.target == target, t.c.state.in_(WAITING_STATES),
-                    sa.or_(t.c.next_attempt_at.is_not(None), t.c.attention_at.is_not(None)))
-             .order_by(t.c.attention_at.is_(None), t.c.next_attempt_at, t.c.id).limit(limit))
+    columns = sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.state,
+                        t.c.attempts, t.c.retry_count, t.c.next_attempt_at, t.c.first_attempt_at,
+                        t.c.attention_at, t.c.last_error, t.c.claim_until, t.c.needs_lookup)
+    mine = (t.c.target == target, t.c.state.in_(WAITING_STATES))
+    # Two reads, each an index range in its own order (one query with an OR and a sort
+    # on a flag read every unsent invoice of the history): those that need a person
+    # (ix_oppen_invoices_attention), then the others by due time (ix_oppen_invoices_due).
+    attention = (columns.where(*mine, t.c.attention_at.is_not(None))
+                 .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
+    due = (columns.where(*mine, t.c.attention_at.is_(None), t.c.next_attempt_at.is_not(None))
+           .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
     with schema.reading(engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        rows = [dict(r._mapping) for r in conn.execute(attention)]
+        if len(rows) < limit:
+            rows += [dict(r._mapping) for r in conn.execute(due.limit(limit - len(rows)))]
+    return rows

@@ -259,6 +259,8 @@ oppen_run_locks = sa.Table(
 
 # "What may be retried now": the due invoices of one target, read from this index alone.
 sa.Index("ix_oppen_invoices_due", oppen_invoices.c.target, oppen_invoices.c.next_attempt_at)
+# The invoices that ran out of automatic tries, for Monitoreo (migration 0009).
+sa.Index("ix_oppen_invoices_attention", oppen_invoices.c.target, oppen_invoices.c.attention_at)
 # The queue: queued and running runs of one target.
 sa.Index("ix_oppen_runs_queue", oppen_runs.c.target, oppen_runs.c.state, oppen_runs.c.queued_at)
 

@@ -176,3 +176,31 @@ def test_run_profile_reads_labels_only_when_the_host_has_the_table(engine):
         conn.execute(sa.insert(schema.labels_oppen), [{"local": "MATRIZ", "cod_oppen": "MTZ"}])
     profile = binder.run_profile(engine, SEED_PROFILE)
     assert profile.labels_for("matriz ") == ("MTZ",)
+
+
+def test_the_waiting_list_puts_what_needs_a_person_first_then_by_due_time(engine):
+    """Monitoreo's list of invoices expected to reach Oppen on their own: those that ran
+    out of automatic tries first, then the rest by when they are due; sent invoices and
+    failures that wait for a person (no due time) are not in it; `limit` holds."""
+    from sync.state import queue
+    for n in range(1, 7):
+        add_factura(engine, "MATRIZ", "A", "5", str(n), 10)
+    regs = binder.register(engine, TARGET, _facturas(engine), SEED_PROFILE, TODAY)
+    ids = [r.state_id for r in sorted(regs, key=lambda r: r.reference)]
+    t0 = dt.datetime(2026, 11, 25, 12, 0)
+    rows = {   # id: (state, next_attempt_at, attention_at)
+        ids[0]: (schema.PENDING, t0 + dt.timedelta(minutes=30), None),
+        ids[1]: (schema.FAILED, None, t0),                       # requires attention
+        ids[2]: (schema.PENDING, t0 + dt.timedelta(minutes=5), None),
+        ids[3]: (schema.SENT, None, None),
+        ids[4]: (schema.FAILED, None, None),                     # waits for a person
+        ids[5]: (schema.PENDING, t0 + dt.timedelta(minutes=5), None),
+    }
+    t = schema.oppen_invoices
+    with engine.begin() as conn:
+        for sid, (state, due, attention) in rows.items():
+            conn.execute(sa.update(t).where(t.c.id == sid).values(
+                state=state, next_attempt_at=due, attention_at=attention))
+    assert [r["id"] for r in queue.waiting(engine, TARGET)] == [ids[1], ids[2], ids[5], ids[0]]
+    assert [r["id"] for r in queue.waiting(engine, TARGET, limit=2)] == [ids[1], ids[2]]
+    assert queue.waiting(engine, "otro/destino") == []
