@@ -558,6 +558,7 @@ class _Sender:
         sending_ref: str | None = None
         if x.progress:
             x.progress(self.done, self.total, None)
+        binder.prepare(x.engine)
         threads = [threading.Thread(target=self._work, name=f"oppen_{n}", daemon=True)
                    for n in range(min(self.workers, max(1, self.total)))]
         for thread in threads:
