@@ -266,12 +266,17 @@ def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
     # Two reads, each an index range in its own order (one query with an OR and a sort
     # on a flag read every unsent invoice of the history): those that need a person
     # (ix_oppen_invoices_attention), then the others by due time (ix_oppen_invoices_due).
+    # The second does not filter on attention_at: SQLite would then pick the attention
+    # index for "IS NULL" (nearly every row) and sort them all; the few it shares with
+    # the first are dropped here, and it reads as many more as there are of those.
     attention = (columns.where(*mine, t.c.attention_at.is_not(None))
                  .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
-    due = (columns.where(*mine, t.c.attention_at.is_(None), t.c.next_attempt_at.is_not(None))
-           .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
     with schema.reading(engine) as conn:
         rows = [dict(r._mapping) for r in conn.execute(attention)]
         if len(rows) < limit:
-            rows += [dict(r._mapping) for r in conn.execute(due.limit(limit - len(rows)))]
+            due = (columns.where(*mine, t.c.next_attempt_at.is_not(None))
+                   .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
+            first = {r["id"] for r in rows}
+            rows += [dict(r._mapping) for r in conn.execute(due)
+                     if r.id not in first][:limit - len(rows)]
     return rows
