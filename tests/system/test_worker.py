@@ -246,7 +246,9 @@ def test_transient_failures_follow_the_schedule_and_rejections_wait_for_a_person
     day_with(engine, "MATRIZ", 2)
     add_factura(engine, "MATRIZ", "A", "5", "7777", -5)   # invalid: never sent
     sandbox.set_faults(error_rate=1.0, seed=3)
-    s = fast(settings, retry_delays=(1.0, 2.0, 3.0))
+    # Due times are on the database's clock, kept to the whole second: a delay of 1 s
+    # can fall due a moment after it is written, so the first step here is 2 s.
+    s = fast(settings, retry_delays=(2.0, 3.0, 4.0))
     result = actions.mark_audited(engine, s, "MATRIZ", DAY, "ana")
     assert result["oppen_sync"]["oppen_no_responde"] is True
     first = {r["reference"]: r for r in invoices(engine)}
@@ -260,7 +262,7 @@ def test_transient_failures_follow_the_schedule_and_rejections_wait_for_a_person
     run_once(engine, s)
     assert len(sandbox.request_log()) == before
     # Due (Oppen down: one probe); still failing, each invoice takes the next step.
-    time.sleep(1.2)
+    time.sleep(2.2)
     sandbox.set_faults(error_rate=0.0)
     run_once(engine, s)
     assert {r["state"] for r in invoices(engine) if r["reference"] in
