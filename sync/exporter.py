@@ -49,10 +49,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str | None], None]
 
-# Outcomes per write transaction, at most (one statement: binder.RECORD_SIZES). Each
-# transaction costs the sync process about as much CPU as a few invoices' POSTs; an
-# outcome not yet written when the process dies is looked up, never posted blindly.
-FLUSH_EVERY = 256
+FLUSH_EVERY = 64          # outcomes per write transaction (one statement), at most
 # Invoices registered (read back, mapped) at a time, as sending needs them: a run of
 # 100,000 holds no more of them at once than a run of a few thousand.
 REGISTER_EVERY = 2000
@@ -529,9 +526,7 @@ class _Sender:
         self.x = exporter
         self.backlog = backlog
         self.workers = max(1, exporter.settings.concurrency)
-        # Claims are renewed with the run's lease, so a larger batch costs only fairness
-        # between runs; it saves a transaction (and its clock read) per few invoices.
-        self.claim_size = max(64, self.workers * 8)
+        self.claim_size = max(16, self.workers * 4)
         self.settled = 0
         self.exitosas = 0
         self.unflushed: list[Outcome] = []
