@@ -135,3 +135,18 @@ def plain(text: str) -> str:
 def shows(at, kind: str, text: str) -> bool:
     """Whether an element of this kind (error, info, caption…) reads `text`."""
     return any(text in plain(e.value) for e in getattr(at, kind))
+
+
+def demo_console(tmp_path, sandbox, password: str, **extra: str) -> tuple[str, dict]:
+    """A SQLite file with the demo data (`init-db --demo` in a process of its own) and the
+    environment that points a console or the CLI at it and at `sandbox`: (url, env)."""
+    import subprocess
+    import sys
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    env = clean_environ(DATABASE_URL=url, OPPEN_ENV="sandbox", OPPEN_BASE_URL=sandbox.url,
+                        OPPEN_USERNAME="API", OPPEN_PASSWORD=password,
+                        OPPEN_SECRETS_FILE=str(tmp_path / "no-secrets.toml"),
+                        TZ="America/Argentina/Buenos_Aires", **extra)
+    subprocess.run([sys.executable, "-m", "sync", "init-db", "--demo"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=60)
+    return url, env

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sync.sandbox import OppenSandbox
 from sync.state import schema
 
-from ui_helpers import ROOT, clean_environ, login, screenshot, visible_tables, yesterday
+from ui_helpers import ROOT, demo_console, login, screenshot, visible_tables, yesterday
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 30000
@@ -70,13 +70,7 @@ def choose_page(page, name: str) -> None:
 def test_error_columns_at_1400_and_the_phone(tmp_path, serve_console, browser):
     password = "pw-e2e-layout"
     with OppenSandbox(password=password) as sandbox:
-        url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-        env = clean_environ(DATABASE_URL=url, OPPEN_ENV="sandbox", OPPEN_BASE_URL=sandbox.url,
-                            OPPEN_USERNAME="API", OPPEN_PASSWORD=password,
-                            OPPEN_SECRETS_FILE=str(tmp_path / "no-secrets.toml"),
-                            TZ="America/Argentina/Buenos_Aires", OPPEN_RECONCILE_AT="off")
-        subprocess.run([sys.executable, "-m", "sync", "init-db", "--demo"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=60)
+        url, env = demo_console(tmp_path, sandbox, password, OPPEN_RECONCILE_AT="off")
         # PALERMO's duplicate fails, BELGRANO's two rows are invalid; a resend of both
         # locals makes a run whose detail needs the local and day columns too.
         for args in (["audit", "PALERMO", yesterday().isoformat()],

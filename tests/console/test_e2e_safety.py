@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sync.sandbox import OppenSandbox
 from sync.state import schema
 
-from ui_helpers import ROOT, choose, clean_environ, login, screenshot, yesterday
+from ui_helpers import ROOT, choose, demo_console, login, screenshot, yesterday
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 30000
@@ -34,13 +34,7 @@ def shown_as_text(page, text: str) -> None:
 def test_hostile_name_run_with_lookup_and_lockout(tmp_path, serve_console, browser):
     password = "pw-e2e-safety"
     with OppenSandbox(password=password) as sandbox:
-        url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-        env = clean_environ(DATABASE_URL=url, OPPEN_ENV="sandbox", OPPEN_BASE_URL=sandbox.url,
-                            OPPEN_USERNAME="API", OPPEN_PASSWORD=password,
-                            OPPEN_SECRETS_FILE=str(tmp_path / "no-secrets.toml"),
-                            TZ="America/Argentina/Buenos_Aires")
-        subprocess.run([sys.executable, "-m", "sync", "init-db", "--demo"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=60)
+        url, env = demo_console(tmp_path, sandbox, password)
         engine = schema.make_engine(url)
         with engine.begin() as conn:
             for table in (schema.facturas_trns, schema.cierres_locales):
