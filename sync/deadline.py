@@ -15,13 +15,12 @@ import gzip
 import http.client
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import requests
 import urllib3
 
-from .errors import SendWithheld
 
 READ_SIZE = 65536
 LATE = "the answer did not arrive in time"
@@ -29,18 +28,13 @@ LATE = "the answer did not arrive in time"
 
 def exchange_within(conn: http.client.HTTPConnection, method: str, target: str,
                     timeout: float, *, body: bytes | None = None,
-                    headers: Mapping[str, str] | None = None,
-                    proceed: Callable[[], bool] | None = None
+                    headers: Mapping[str, str] | None = None
                     ) -> tuple[http.client.HTTPResponse, bytes]:
     """One exchange on a connected `conn` that ends within `timeout` seconds: the answer
     and its whole body (gzip undone). Nothing is retried and no redirect is followed.
-    `proceed`, when given, is asked last, right before the request is written: False
-    raises SendWithheld and nothing is sent (`conn` stays usable).
     Raises TimeoutError when the answer is late, OSError or http.client.HTTPException
     when the connection failed on the way; then `conn` is out of step and must be
     closed, never reused."""
-    if proceed is not None and not proceed():
-        raise SendWithheld()
     deadline = time.monotonic() + timeout
     sock = conn.sock
     sock.settimeout(timeout)

@@ -738,13 +738,11 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             if out.needs_lookup and _lookup(client, parcel, out):
                 breaker.success()
                 return out
-            if ownership is not None and not ownership.may_send(parcel.day):
-                # Another run has this day now (or this one cannot prove it still does).
-                out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
-                return out
-            # Asked again at the last moment, with the connection ready: a thread frozen
-            # (a paused process, a stalled VM) between the check above and the write
-            # would otherwise post a day that another run took over meanwhile.
+            # Ownership is asked at the last moment, with the request built, right before
+            # its write (SendWithheld below when another run has this day now, or this
+            # one cannot prove it still does): checked any earlier, a thread frozen in
+            # between (a paused process, a stalled VM) would post a day another run took
+            # over meanwhile.
             proceed = None if ownership is None else functools.partial(ownership.may_send,
                                                                          parcel.day)
             if _post(client, parcel, out, body, proceed):

@@ -245,15 +245,15 @@ class Connections:
         when connecting failed, SendWithheld when `proceed` said no (nothing was sent),
         else what the exchange raised."""
         conn = self._lend(timeout)
+        conn.proceed = proceed
         try:
             resp, content = exchange_within(conn, method, target, timeout, body=body,
-                                            headers=headers, proceed=proceed)
-        except SendWithheld:
-            self._give_back(conn)   # nothing was written on it
-            raise
+                                            headers=headers)
         except BaseException:
-            conn.close()     # out of step with the server: never reused
+            conn.close()     # out of step with the server (or withheld): never reused
             raise
+        finally:
+            conn.proceed = None
         if resp.will_close:
             conn.close()
         else:
@@ -318,15 +318,30 @@ class _OneWrite:
     """Head and body of a request in one write. http.client writes them apart: one more
     system call, one more wake-up of the server and one more trip through the GIL per
     POST, which at Oppen's pace was a measurable share of a run's CPU. (The standard
-    library did this itself until Python 3.3; `_buffer` holds the head it built.)"""
+    library did this itself until Python 3.3; `_buffer` holds the head it built.)
+
+    `proceed`, when set, is asked between building the request and that write, so
+    nothing but the system call follows the answer: a thread frozen between the two
+    (a paused process, a stalled VM) is the only way a request it was allowed to make
+    can still leave once it no longer should, and that gap is a few bytecodes wide.
+    False raises SendWithheld; the connection then holds a request begun and never
+    sent, so it is closed, not reused."""
+
+    proceed: Callable[[], bool] | None = None
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         if not isinstance(message_body, bytes) or encode_chunked:
+            self._last_word()
             return super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
         self._buffer.extend((b"", b""))
-        head = b"\r\n".join(self._buffer)
+        data = b"\r\n".join(self._buffer) + message_body
         del self._buffer[:]
-        self.send(head + message_body)
+        self._last_word()
+        self.send(data)
+
+    def _last_word(self) -> None:
+        if self.proceed is not None and not self.proceed():
+            raise SendWithheld()
 
 
 class _HTTPConnection(_OneWrite, http.client.HTTPConnection):

@@ -90,8 +90,8 @@ def test_the_seed_client_call_pattern_with_the_client_fixture(client, sandbox):
 
 
 def test_a_post_withheld_at_the_last_moment_sends_nothing(oppen, sandbox):
-    """`proceed` is asked with the connection ready, right before the write: False sends
-    nothing (the sandbox sees no POST) and the kept-alive connection serves the next one."""
+    """`proceed` is asked with the request built, right before its one write: False sends
+    nothing (the sandbox sees no POST), and the next POST goes out as usual."""
     oppen.create_invoice(invoice(1))            # logged in, one connection kept alive
     asked = []
     with pytest.raises(SendWithheld):
