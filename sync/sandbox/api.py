@@ -103,11 +103,14 @@ class OppenApi:
         elif method == "GET":
             params = parse_qsl(query, keep_blank_values=True)
             call.official = next((v for k, v in params if k == "OfficialSerNr"), None)
+        self._log.arrived(method, resource)
         try:
             return self._serve(call, headers, payload, params, faults)
         except Exception:
             call.record("error")
             return error(500, "Internal Server Error")
+        finally:
+            self._log.answered(method, resource)
 
     def _serve(self, call: _Call, headers: Any, payload: Any, params: list, faults: Faults) -> Reply:
         if faults.latency_ms > 0:

@@ -208,6 +208,11 @@ class OppenSandbox:
     def request_log(self) -> list[dict]:
         return self._log.entries()
 
+    def in_flight(self, method: str = "POST", path: str = "Invoice") -> int:
+        """Requests of that kind received and not answered yet: a test that pauses a
+        sender waits for the moment all its threads are waiting on Oppen."""
+        return self._log.in_flight(method, path)
+
     def repeat_posts(self) -> dict[str, int]:
         """POSTs of an invoice already held, per invoice ("OfficialSerNr" or
         "OfficialSerNr VoucherCode/DocType"), whatever the answer was; {} when every

@@ -27,6 +27,7 @@ class RequestLog:
         self._entries: deque[dict] = deque(maxlen=LOG_MAX_ENTRIES)
         self._seq = 0
         self._repeats: Counter[str] = Counter()
+        self._in_flight: Counter[tuple[str, str]] = Counter()
 
     def record(self, method: str, path: str, outcome: str, *, official: object = None,
                voucher: str | None = None, repeat: str | None = None,
@@ -50,6 +51,19 @@ class RequestLog:
             )
             if repeat is not None:
                 self._repeats[repeat] += 1
+
+    def arrived(self, method: str, path: str) -> None:
+        with self._lock:
+            self._in_flight[method, path] += 1
+
+    def answered(self, method: str, path: str) -> None:
+        with self._lock:
+            self._in_flight[method, path] -= 1
+
+    def in_flight(self, method: str, path: str) -> int:
+        """Requests received and not yet answered (waiting out the latency fault, say)."""
+        with self._lock:
+            return self._in_flight[method, path]
 
     def entries(self) -> list[dict]:
         with self._lock:

@@ -339,6 +339,26 @@ def test_latency_delays_every_call(make_sandbox):
     assert time.monotonic() - started >= 0.15
 
 
+def test_in_flight_counts_the_requests_waiting_for_their_answer(make_sandbox):
+    sandbox = make_sandbox()
+    headers = login(sandbox)
+    sandbox.set_faults(latency_ms=400)
+    answers = []
+    senders = [threading.Thread(target=lambda n=n: answers.append(
+        post(sandbox, invoice(n), headers).status_code)) for n in (1, 2)]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 5
+    while sandbox.in_flight("POST", "Invoice") < 2:
+        assert time.monotonic() < deadline, "both POSTs never were in flight together"
+        time.sleep(0.005)
+    assert sandbox.in_flight("GET", "Invoice") == 0
+    for sender in senders:
+        sender.join(timeout=5)
+    assert sorted(answers) == [201, 201]
+    assert sandbox.in_flight("POST", "Invoice") == 0
+
+
 def test_fault_settings_are_checked():
     with pytest.raises(ValueError):
         Faults(error_rate=1.5)
