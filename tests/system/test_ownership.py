@@ -23,17 +23,42 @@ def posts(sandbox) -> list[dict]:
             if e["method"] == "POST" and e["path"] == "Invoice" and e.get("official_sernr")]
 
 
-def pause_between_transactions(proc, engine, tries: int = 50) -> float:
-    """SIGSTOP `proc` at a moment it holds no database lock (a process paused inside a
-    transaction blocks everyone, a different story from the one tested here)."""
-    for _ in range(tries):
-        paused_at = time.monotonic()
+def pause_while_waiting_on_oppen(proc, engine, sandbox, senders: int,
+                                 limit: float = 30.0) -> float:
+    """SIGSTOP `proc` at a moment when every one of its `senders` threads is waiting on
+    Oppen (that many POSTs received by the sandbox and not yet answered) and it holds
+    no database lock (a process paused inside a transaction blocks everyone, a
+    different story from the one tested here). Returns when it was seen stopped.
+
+    Why every sender must be waiting: a thread checks its ownership and then writes.
+    Frozen between the two, it writes on resume what it was allowed to write a moment
+    before, and no program can tell from inside (the product shrinks that gap to the
+    write's system call, and Oppen's duplicate check still refuses the second copy).
+    Paused anywhere else, the resumed run must not POST the day it lost."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if sandbox.in_flight("POST", "Invoice") < senders:
+            time.sleep(0.002)
+            continue
         proc.send_signal(signal.SIGSTOP)
-        if not _database_locked(engine):
+        _wait_stopped(proc)
+        paused_at = time.monotonic()
+        if sandbox.in_flight("POST", "Invoice") >= senders and not _database_locked(engine):
             return paused_at
         proc.send_signal(signal.SIGCONT)
         time.sleep(0.03)
-    raise AssertionError("the run never left the database free")
+    raise AssertionError("the run never had all its senders waiting on Oppen, its database free")
+
+
+def _wait_stopped(proc, limit: float = 5.0) -> None:
+    """Until the kernel shows `proc` stopped (a signal is delivered asynchronously)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.001)
+    raise AssertionError("SIGSTOP did not stop the process")
 
 
 def _database_locked(engine) -> bool:
@@ -72,7 +97,7 @@ def test_a_paused_run_stops_sending_the_day_it_lost_and_finishes_the_other(
     first = start_cli(["resend", "--user", "primero"], env)   # both days, one run
     try:
         wait_for_posts(sandbox, 6)
-        paused_at = pause_between_transactions(first, engine)
+        paused_at = pause_while_waiting_on_oppen(first, engine, sandbox, senders=2)
         time.sleep(3.0)                       # past its lease: its days are up for grabs
         stopped_at = len(posts(sandbox))
         # An admin resends the first day meanwhile: that run takes it over.
