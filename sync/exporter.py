@@ -738,11 +738,14 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             if out.needs_lookup and _lookup(client, parcel, out):
                 breaker.success()
                 return out
-            # Ownership is asked at the last moment, with the request built, right before
-            # its write (SendWithheld below when another run has this day now, or this
-            # one cannot prove it still does): checked any earlier, a thread frozen in
-            # between (a paused process, a stalled VM) would post a day another run took
-            # over meanwhile.
+            if ownership is not None and not ownership.may_send(parcel.day):
+                # Another run has this day now (or this one cannot prove it still does):
+                # not even a login for it.
+                out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
+                return out
+            # Asked again at the last moment, with the request built, right before its
+            # write (SendWithheld below): a thread frozen in between (a paused process, a
+            # stalled VM) would otherwise post a day another run took over meanwhile.
             proceed = None if ownership is None else functools.partial(ownership.may_send,
                                                                          parcel.day)
             if _post(client, parcel, out, body, proceed):
