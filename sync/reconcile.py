@@ -511,7 +511,7 @@ def _read_ours(engine: Engine, settings: Settings, profile: MappingProfile,
             # Read as a range of the primary key (already in id order): through
             # ix_facturas_trns_fecha MariaDB looked up each row, then sorted them.
             query = (sa.select(*binder.FACTURA_COLUMNS)
-                     .where(*where, read_models._id_span(conn, where), f.c.estado == "ok")
+                     .where(*where, read_models.id_span(conn, where), f.c.estado == "ok")
                      .order_by(f.c.id))
             facturas = [r._mapping for r in conn.execute(query)]
             states = {r.factura_id: r for r in conn.execute(state_query)}

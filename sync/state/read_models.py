@@ -181,7 +181,7 @@ def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.d
             tw.append(t.c.local == local)
         fq = (sa.select(f.c.local, dia, sa.func.count().label("n"),
                         sa.func.sum(f.c.monto).label("monto"))
-              .where(*fw, _id_span(conn, fw), f.c.estado == "ok")
+              .where(*fw, id_span(conn, fw), f.c.estado == "ok")
               .group_by(f.c.local, dia))
         audits = conn.execute(query).all()
         facturas = {(r.local, as_date(r.dia)): (r.n, _money(r.monto))
@@ -199,7 +199,7 @@ def audited_days(engine: Engine, settings: Settings, desde: dt.date, hasta: dt.d
     return rows
 
 
-def _id_span(conn, where: Sequence):
+def id_span(conn, where: Sequence):
     """A condition on facturas_trns.id that every row meeting `where` (conditions on
     fecha and local only) meets: the range of ids those rows have.
 
