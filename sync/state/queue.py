@@ -257,7 +257,8 @@ def queued_or_running(engine: Engine, target: str) -> list[Mapping]:
 
 def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
     """Invoices that have not reached Oppen and are expected to on their own, or ran out
-    of automatic tries ("requieren atención"): oldest due first. For the console."""
+    of automatic tries ("requieren atención"): those first, the longest waiting for a
+    person first, then the others, oldest due first. For the console."""
     t = oppen_invoices
     columns = sa.select(t.c.id, t.c.factura_id, t.c.reference, t.c.local, t.c.fecha, t.c.state,
                         t.c.attempts, t.c.retry_count, t.c.next_attempt_at, t.c.first_attempt_at,
@@ -269,8 +270,11 @@ def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
     # The second does not filter on attention_at: SQLite would then pick the attention
     # index for "IS NULL" (nearly every row) and sort them all; the few it shares with
     # the first are dropped here, and it reads as many more as there are of those.
+    # Those, by when they ran out of tries (they have no due time any more): the
+    # attention index's own order. Sorted by due time, SQLite walked the due index
+    # through every invoice of the target instead (195 ms on a million).
     attention = (columns.where(*mine, t.c.attention_at.is_not(None))
-                 .order_by(t.c.next_attempt_at, t.c.id).limit(limit))
+                 .order_by(t.c.attention_at, t.c.id).limit(limit))
     with schema.reading(engine) as conn:
         rows = [dict(r._mapping) for r in conn.execute(attention)]
         if len(rows) < limit:

@@ -180,10 +180,11 @@ def test_run_profile_reads_labels_only_when_the_host_has_the_table(engine):
 
 def test_the_waiting_list_puts_what_needs_a_person_first_then_by_due_time(engine):
     """Monitoreo's list of invoices expected to reach Oppen on their own: those that ran
-    out of automatic tries first, then the rest by when they are due; sent invoices and
-    failures that wait for a person (no due time) are not in it; `limit` holds."""
+    out of automatic tries first (the longest waiting first), then the rest by when they
+    are due; sent invoices and failures that wait for a person (no due time) are not in
+    it; `limit` holds."""
     from sync.state import queue
-    for n in range(1, 7):
+    for n in range(1, 8):
         add_factura(engine, "MATRIZ", "A", "5", str(n), 10)
     regs = binder.register(engine, TARGET, _facturas(engine), SEED_PROFILE, TODAY)
     ids = [r.state_id for r in sorted(regs, key=lambda r: r.reference)]
@@ -195,12 +196,15 @@ def test_the_waiting_list_puts_what_needs_a_person_first_then_by_due_time(engine
         ids[3]: (schema.SENT, None, None),
         ids[4]: (schema.FAILED, None, None),                     # waits for a person
         ids[5]: (schema.PENDING, t0 + dt.timedelta(minutes=5), None),
+        ids[6]: (schema.PENDING, None, t0 - dt.timedelta(hours=1)),  # attention, earlier
     }
     t = schema.oppen_invoices
     with engine.begin() as conn:
         for sid, (state, due, attention) in rows.items():
             conn.execute(sa.update(t).where(t.c.id == sid).values(
                 state=state, next_attempt_at=due, attention_at=attention))
-    assert [r["id"] for r in queue.waiting(engine, TARGET)] == [ids[1], ids[2], ids[5], ids[0]]
-    assert [r["id"] for r in queue.waiting(engine, TARGET, limit=2)] == [ids[1], ids[2]]
+    assert [r["id"] for r in queue.waiting(engine, TARGET)] == [ids[6], ids[1], ids[2], ids[5],
+                                                               ids[0]]
+    assert [r["id"] for r in queue.waiting(engine, TARGET, limit=2)] == [ids[6], ids[1]]
+    assert [r["id"] for r in queue.waiting(engine, TARGET, limit=3)] == [ids[6], ids[1], ids[2]]
     assert queue.waiting(engine, "otro/destino") == []
