@@ -33,8 +33,9 @@ def exchange_within(conn: http.client.HTTPConnection, method: str, target: str,
     """One exchange on a connected `conn` that ends within `timeout` seconds: the answer
     and its whole body (gzip undone). Nothing is retried and no redirect is followed.
     Raises TimeoutError when the answer is late, OSError or http.client.HTTPException
-    when the connection failed on the way; then `conn` is out of step and must be
-    closed, never reused."""
+    when the connection failed on the way, or what the connection's own last check
+    raises before its write (the Oppen client's SendWithheld); then `conn` is out of
+    step and must be closed, never reused."""
     deadline = time.monotonic() + timeout
     sock = conn.sock
     sock.settimeout(timeout)

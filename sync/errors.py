@@ -98,7 +98,7 @@ class LookupRefused(OppenRejected):
 
 class SendWithheld(SyncError):
     """The caller withdrew a request right before it left (its `proceed` check said no):
-    nothing reached Oppen, and the connection is as good as before."""
+    nothing reached Oppen. The connection held a request begun and is closed."""
 
     def __init__(self) -> None:
         super().__init__("No se envió: la sincronización ya no tiene este local/día")

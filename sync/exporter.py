@@ -123,6 +123,13 @@ class Ownership:
         with self._lock:
             return self._held
 
+    def holds(self, day: tuple[str, dt.date]) -> bool:
+        """The day is this run's as of a proof still fresh, from memory alone: the check
+        at the last moment before a POST is written, where a database round trip would
+        eat into the request's deadline (the write would then go out late)."""
+        with self._lock:
+            return day in self._held and time.monotonic() < self._valid_until
+
     def may_send(self, day: tuple[str, dt.date]) -> bool:
         with self._lock:
             if day not in self._held:
@@ -729,6 +736,7 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
     # then be our own invoice, and must be checked rather than reported.
     ambiguous = parcel.needs_lookup
     error: OppenError | None = None
+    withheld = False     # once: a request held back at its last check, the day still ours
     for attempt in range(1, policy.max_attempts + 1):
         if breaker.open:
             out.state, out.error = PENDING, f"No se envió: {breaker.reason}"
@@ -746,7 +754,7 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             # Asked again at the last moment, with the request built, right before its
             # write (SendWithheld below): a thread frozen in between (a paused process, a
             # stalled VM) would otherwise post a day another run took over meanwhile.
-            proceed = None if ownership is None else functools.partial(ownership.may_send,
+            proceed = None if ownership is None else functools.partial(ownership.holds,
                                                                          parcel.day)
             if _post(client, parcel, out, body, proceed):
                 breaker.success()
@@ -790,7 +798,11 @@ def deliver(client: OppenClient, parcel: Parcel, policy: Policy, breaker: Breake
             out.needs_lookup = True
             return _failed(out, exc)
         except SendWithheld:
-            # The day was lost right before the POST left: nothing reached Oppen.
+            # Nothing reached Oppen. The proof went stale on the way (a slow login or
+            # connection, a pause): proved again, a day still ours is tried once more.
+            if not withheld and ownership is not None and ownership.may_send(parcel.day):
+                withheld = True
+                continue
             out.state, out.error, out.error_kind = PENDING, LOST_DAY, schema.ERROR_UNKNOWN
             return out
         except OppenAuthError as exc:

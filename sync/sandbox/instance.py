@@ -209,8 +209,9 @@ class OppenSandbox:
         return self._log.entries()
 
     def in_flight(self, method: str = "POST", path: str = "Invoice") -> int:
-        """Requests of that kind received and not answered yet: a test that pauses a
-        sender waits for the moment all its threads are waiting on Oppen."""
+        """Requests of that kind received whose answer is not ready yet (waiting out the
+        latency fault; a hang or a trickle counts only until its answer starts): a test
+        that pauses a sender waits for the moment all its threads wait on Oppen."""
         return self._log.in_flight(method, path)
 
     def repeat_posts(self) -> dict[str, int]:

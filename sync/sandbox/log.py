@@ -61,7 +61,7 @@ class RequestLog:
             self._in_flight[method, path] -= 1
 
     def in_flight(self, method: str, path: str) -> int:
-        """Requests received and not yet answered (waiting out the latency fault, say)."""
+        """Requests received whose answer is not ready yet (see OppenSandbox.in_flight)."""
         with self._lock:
             return self._in_flight[method, path]
 

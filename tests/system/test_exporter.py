@@ -115,3 +115,29 @@ def test_a_day_lost_to_another_run_is_not_posted(engine, settings, client, polic
     out = exporter.deliver(client, parcel, policy, exporter.Breaker(5), run.ownership)
     assert (out.state, out.error) == (schema.PENDING, exporter.LOST_DAY)
     assert [e for e in sandbox.request_log() if e["method"] == "POST"] == []
+
+
+def test_a_proof_gone_stale_before_the_write_is_renewed_and_the_invoice_sent(
+        engine, settings, client, policy, sandbox):
+    """The last check before the write reads memory only (a database round trip there
+    would eat into the request's deadline). When the proof went stale on the way (here
+    a slow login outlasts a 40 ms proof), nothing is written; the day is proved again
+    and, still this run's, the invoice goes out once."""
+    from sync.state import runs
+    add_factura(engine, "MATRIZ", "A", "5", "1", 100)
+    owner = schema.new_owner()
+    run_id = runs.start_run(engine, target=settings.target, kind="audit",
+                            days=[("MATRIZ", DAY)], username="a", reason=None, lease=30,
+                            owner=owner)
+    ownership = exporter.Ownership(engine, owner, 0.05, [("MATRIZ", DAY)], run_id=run_id)
+    [reg] = binder.register(engine, settings.target, _request(engine).groups[("MATRIZ", DAY)],
+                            settings.mapping, TODAY)
+    parcel = exporter.Parcel(reg, reg.mapped.payload, reg.mapped.official_sernr, False,
+                             reg.mapped.amount, ("MATRIZ", DAY))
+    sandbox.set_faults(latency_ms=100)
+    out = exporter.deliver(client, parcel, policy, exporter.Breaker(5), ownership)
+    assert (out.state, out.error) == (schema.SENT, None)
+    assert [e["outcome"] for e in sandbox.request_log()
+            if e["method"] == "POST" and e["path"] == "Invoice"] == ["stored"]
+    assert out.posts == 1
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -51,12 +52,19 @@ def pause_while_waiting_on_oppen(proc, engine, sandbox, senders: int,
 
 
 def _wait_stopped(proc, limit: float = 5.0) -> None:
-    """Until the kernel shows `proc` stopped (a signal is delivered asynchronously)."""
+    """Until the kernel shows every thread of `proc` stopped (a signal is delivered
+    asynchronously)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        with open(f"/proc/{proc.pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
-                return
+        assert proc.poll() is None, "the run ended before it could be paused"
+        states = []
+        for stat in Path(f"/proc/{proc.pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass    # a thread that just ended
+        if states and all(state in ("T", "t") for state in states):
+            return
         time.sleep(0.001)
     raise AssertionError("SIGSTOP did not stop the process")
 

@@ -97,6 +97,7 @@ def test_a_post_withheld_at_the_last_moment_sends_nothing(oppen, sandbox):
     with pytest.raises(SendWithheld):
         oppen.post_invoice(invoice(2), proceed=lambda: asked.append(1) or False)
     assert asked == [1]
+    assert oppen.session._idle == []    # a request begun and never sent: not reused
     assert [e for e in sandbox.request_log() if e["method"] == "POST"
             and e.get("official_sernr") == "0005-00000002"] == []
     status, record = oppen.post_invoice(invoice(2), proceed=lambda: True)
