@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -566,7 +567,9 @@ def _start_run(engine: Engine, settings: Settings, *, user: str | None, origin: 
 
 
 def _finish_run(engine: Engine, run_id: int, *, state: str, message: str, result: Mapping | None,
-                finished_at: dt.datetime | None = None) -> None:
+                started: float, finished_at: dt.datetime | None = None) -> None:
+    """End the run with its answer and how long it took (`started`: time.monotonic() at
+    its start; measured here to the millisecond, as a sync measures itself)."""
     r = schema.oppen_runs
     resumen = (result or {}).get("resumen") or {"dias": 0, "cuadran": 0, "no_cuadran": 0}
     short = None if result is None else {k: result[k] for k in ("desde", "hasta", "resumen")}
@@ -575,6 +578,7 @@ def _finish_run(engine: Engine, run_id: int, *, state: str, message: str, result
             state=state, finished_at=finished_at or schema.db_now(conn),
             total=resumen["dias"], processed=resumen["dias"], exitosas=resumen["cuadran"],
             fallidas=resumen["no_cuadran"], message=message[:4000],
+            duration_ms=round((time.monotonic() - started) * 1000),
             result_json=None if short is None else json.dumps(short, default=str)))
 
 
@@ -668,6 +672,7 @@ def reconcile_days(engine: Engine, settings: Settings, wanted: Sequence[tuple[st
                    now: dt.datetime | None = None, run_id: int | None = None) -> dict:
     """Reconcile exactly these audited local/days; `desde`/`hasta` is the range recorded."""
     today = today or local_today()
+    started = time.monotonic()
     if run_id is None:
         run_id = _start_run(engine, settings, user=user, origin=origin, local=local,
                             started_at=now)
@@ -700,16 +705,18 @@ def reconcile_days(engine: Engine, settings: Settings, wanted: Sequence[tuple[st
                "excluidos": [{"local": e.local, "fecha": e.fecha.isoformat()} for e in excluded]}
         _store(engine, settings, run_id, desde, hasta, dias, excluded, stamp)
     except OppenError as exc:
-        _finish_run(engine, run_id, state=schema.ERROR, result=None, finished_at=now,
+        _finish_run(engine, run_id, state=schema.ERROR, result=None, started=started,
+                    finished_at=now,
                     message=f"No se pudo conciliar: {exc.message}")
         raise
     except BaseException:
         logger.exception("❌ Error inesperado conciliando con Oppen")
-        _finish_run(engine, run_id, state=schema.ERROR, result=None, finished_at=now,
+        _finish_run(engine, run_id, state=schema.ERROR, result=None, started=started,
+                    finished_at=now,
                     message="Error inesperado (detalle en el log del servidor)")
         raise
     r = out["resumen"]
-    _finish_run(engine, run_id, state=schema.DONE, result=out, finished_at=now,
+    _finish_run(engine, run_id, state=schema.DONE, result=out, started=started, finished_at=now,
                 message=f"Conciliación {fmt_range(desde, hasta)}: {r['dias']} "
                         f"día(s), {r['cuadran']} cuadra(n), {r['no_cuadran']} no cuadra(n)")
     out["run_id"] = run_id

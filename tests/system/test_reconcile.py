@@ -197,6 +197,7 @@ def test_an_oppen_that_ignores_the_date_filter_is_read_bounded(
         failed = conn.execute(sa.select(r).where(r.c.kind == "reconcile")
                               .order_by(r.c.id.desc())).first()
     assert failed.state == "error" and failed.message.startswith("No se pudo conciliar: ")
+    assert failed.duration_ms is not None
     # The CLI: one Spanish line, exit 3.
     for key, value in {"DATABASE_URL": settings.database_url, "OPPEN_ENV": "sandbox",
                        "OPPEN_BASE_URL": settings.base_url, "OPPEN_USERNAME": "API",
@@ -357,9 +358,12 @@ def test_the_morning_reconciliation(engine, settings, client, policy, sandbox):
         "• PALERMO 05/01/2025: 1 anulada (diferencia -$ 20,00)"]
     r = schema.oppen_runs
     with engine.connect() as conn:
-        runs = conn.execute(sa.select(r.c.username, r.c.state, r.c.reason)
+        runs = conn.execute(sa.select(r.c.username, r.c.state, r.c.reason, r.c.duration_ms)
                             .where(r.c.kind == "reconcile").order_by(r.c.id)).all()
-    assert [tuple(x) for x in runs] == [("automática", "done", "conciliación de cada mañana")] * 2
+    assert [tuple(x[:3]) for x in runs] == [("automática", "done",
+                                             "conciliación de cada mañana")] * 2
+    # Measured by the run itself, as a sync's: Corridas shows "0,4 s", not a rounded "0 s".
+    assert all(x.duration_ms is not None and 0 <= x.duration_ms < 60_000 for x in runs)
 
 
 def test_the_morning_reconciliation_when_oppen_is_down(engine, settings, client, policy,
