@@ -25,10 +25,16 @@ EVIL = "Z [Reingresá tu clave](http://evil.example/l) ![p](http://127.0.0.1:864
 
 def shown_as_text(page, text: str) -> None:
     """A heading reads exactly `text` (the word joiners that keep GFM from linking a bare
-    address are invisible and left out)."""
-    heading = page.get_by_role("heading").filter(has_text="Reingresá tu clave").last
-    heading.wait_for()
-    assert heading.inner_text().replace("\u2060", "").strip() == text
+    address are invisible and left out). Waited for: right after a link is followed, the
+    previous page's heading with the same name can still be the one on screen."""
+    headings = page.get_by_role("heading").filter(has_text="Reingresá tu clave")
+    seen: list[str] = []
+    for _ in range(TIMEOUT // 100):
+        seen = [h.replace("\u2060", "").strip() for h in headings.all_inner_texts()]
+        if text in seen:
+            return
+        page.wait_for_timeout(100)
+    assert text in seen, seen
 
 
 def test_hostile_name_run_with_lookup_and_lockout(tmp_path, serve_console, browser):
