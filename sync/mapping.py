@@ -426,7 +426,7 @@ def _exclusion(row: Mapping, profile: MappingProfile) -> tuple[str, str] | None:
 
 def _excluded(local: str, tipo: str, profile: MappingProfile) -> tuple[str, str] | None:
     """`_exclusion` of a row whose local (stripped) and type (upper case) are read."""
-    if local and local.lower() in profile._excluded_keys:   # local_key of a stripped name
+    if local and profile.is_excluded_local(local):
         return "local", EXCLUDED_LOCAL_REASON
     if profile.knows_type(tipo) and tipo not in profile.send_types:
         return "tipo", (f"Las facturas de tipo {tipo} no se envían a Oppen con esta "
@@ -475,8 +475,7 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
 
     label = customer = None
     if local:
-        key = local.lower()   # local_key(local): the name is already stripped
-        labels = profile._labels_index.get(key, ())
+        labels = profile.labels_for(local)
         if len(labels) > 1:
             problems.append(Problem("local", f"el local {local!r} tiene más de una etiqueta "
                                              f"(Labels) configurada ({', '.join(labels)[:120]})"))
@@ -487,7 +486,7 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
         else:
             problems.append(Problem(
                 "local", f"el local {local!r} no tiene etiqueta (Labels) configurada para Oppen"))
-        customers = profile._customers_index.get(key, ())
+        customers = profile.customers_for(local)
         if len(customers) > 1:
             problems.append(Problem("local", f"el local {local!r} tiene más de un cliente (CustCode) "
                                              f"configurado ({', '.join(customers)[:120]})"))
@@ -499,7 +498,7 @@ def map_invoice(row: Mapping, profile: MappingProfile, *, today: dt.date,
     if problems:
         return Invalid(raw_reference(row), tuple(problems))
 
-    number = f"{pv:0{pos_width}d}-{nro:0{number_width}d}"   # official_sernr, widths known
+    number = official_sernr(pv, nro, profile, tipo)
     due = _due_date(day, profile, today)
     price = amount
     if not profile.price_includes_vat_for(tipo):
