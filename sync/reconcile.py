@@ -449,16 +449,12 @@ class _Day:
 
 
 def _same_local(column, local: str, dialect: str):
-    # As binder.read_facturas matches a local: MariaDB's collation ignores case and
-    # trailing spaces; SQLite is told to do the same.
-    if dialect == "sqlite":
-        return sa.func.lower(sa.func.rtrim(column)) == sa.func.lower(
-            sa.func.rtrim(sa.literal(local, sa.String)))
-    return column == local
+    return _same_locals(column, [local], dialect)
 
 
 def _same_locals(column, locals_: Iterable[str], dialect: str):
-    """`_same_local` for several locals at once."""
+    """The column names one of these locals, as binder.read_facturas matches a local:
+    MariaDB's collation ignores case and trailing spaces; SQLite is told to do the same."""
     names = sorted(set(locals_))
     if dialect == "sqlite":
         return sa.func.lower(sa.func.rtrim(column)).in_(
