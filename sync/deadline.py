@@ -21,7 +21,6 @@ from typing import Any
 import requests
 import urllib3
 
-
 READ_SIZE = 65536
 LATE = "the answer did not arrive in time"
 

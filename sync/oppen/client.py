@@ -257,15 +257,12 @@ class Connections:
         if resp.will_close:
             conn.close()
         else:
-            self._give_back(conn)
+            with self._lock:
+                if len(self._idle) < self.pool_size:
+                    self._idle.append(conn)
+                    return resp, content
+            conn.close()
         return resp, content
-
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < self.pool_size:
-                self._idle.append(conn)
-                return
-        conn.close()
 
     def _lend(self, timeout: float) -> http.client.HTTPConnection:
         while True:

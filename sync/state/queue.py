@@ -265,14 +265,14 @@ def waiting(engine: Engine, target: str, *, limit: int = 500) -> list[dict]:
                         t.c.attention_at, t.c.last_error, t.c.claim_until, t.c.needs_lookup)
     mine = (t.c.target == target, t.c.state.in_(WAITING_STATES))
     # Two reads, each an index range in its own order (one query with an OR and a sort
-    # on a flag read every unsent invoice of the history): those that need a person
-    # (ix_oppen_invoices_attention), then the others by due time (ix_oppen_invoices_due).
-    # The second does not filter on attention_at: SQLite would then pick the attention
-    # index for "IS NULL" (nearly every row) and sort them all; the few it shares with
-    # the first are dropped here, and it reads as many more as there are of those.
-    # Those, by when they ran out of tries (they have no due time any more): the
-    # attention index's own order. Sorted by due time, SQLite walked the due index
-    # through every invoice of the target instead (195 ms on a million).
+    # on a flag read every unsent invoice of the history). First those that need a
+    # person, by when they ran out of tries (they have no due time any more), in
+    # ix_oppen_invoices_attention's own order: sorted by due time, SQLite walked the due
+    # index through every invoice of the target instead (195 ms on a million). Then the
+    # others by due time (ix_oppen_invoices_due). That read does not filter on
+    # attention_at: SQLite would then pick the attention index for "IS NULL" (nearly
+    # every row) and sort them all; the few it shares with the first are dropped here,
+    # and it reads as many more as there are of those.
     attention = (columns.where(*mine, t.c.attention_at.is_not(None))
                  .order_by(t.c.attention_at, t.c.id).limit(limit))
     with schema.reading(engine) as conn:
